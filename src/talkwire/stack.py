@@ -1,0 +1,211 @@
+"""A whole talkwire on one machine, as child processes.
+
+`talkwire up` runs one; tests run one per module and restart parts of it
+(the relay, to prove calls survive). Each child prints one ``ready ...`` line
+once it listens; the stack waits on those lines, never on a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from talkwire.config import Address, format_address
+from talkwire.route_token import Keyring
+
+READY_TIMEOUT_S = 30.0
+
+
+class StackError(Exception):
+    """A component failed to start; the message carries its last output."""
+
+
+@dataclass
+class StackConfig:
+    host: str = "127.0.0.1"
+    http_port: int = 8080  # signaling (and the demo page)
+    relay_port: int = 3478
+    api_key: str = field(default_factory=lambda: "sk-talkwire-dev-" + secrets.token_hex(12))
+    demo: bool = True
+    relay_workers: int = 1
+    echo_delay_ms: int = 0
+    transceiver_capacity: int = 100
+    connect_timeout: float = 10.0
+    log_level: str = "WARNING"
+
+
+@dataclass
+class Component:
+    name: str
+    argv: list[str]
+    process: asyncio.subprocess.Process | None = None
+    ready: str = ""  # the rest of its ready line
+    output: list[str] = field(default_factory=list)
+    _reader: asyncio.Task[None] | None = None
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self._dir = tempfile.TemporaryDirectory(prefix="talkwire-")
+        self.keyring_path = Path(self._dir.name) / "keyring"
+        self.keyring_path.write_text(Keyring.generate().to_text())
+        self.keyring_path.chmod(0o600)
+        self.components: dict[str, Component] = {}
+        self.agent_url = ""
+        self.relay_address: Address = (config.host, config.relay_port)
+        self.transceiver_url = ""
+        self.signaling_url = ""
+
+    @property
+    def demo_url(self) -> str:
+        return self.signaling_url + "/"
+
+    async def start(self) -> None:
+        c = self.config
+        try:
+            agent = await self._spawn(
+                "agent",
+                ["agent", "echo", "--listen", f"{c.host}:0", "--delay-ms", str(c.echo_delay_ms)],
+            )
+            self.agent_url = agent.split()[0].rstrip("/") + "/v1/agents/echo"
+            await self.start_relay()
+            transceiver = await self._spawn(
+                "transceiver",
+                [
+                    "transceiver",
+                    "--api",
+                    f"{c.host}:0",
+                    "--udp",
+                    f"{c.host}:0",
+                    "--relay-public",
+                    format_address(self.relay_address),
+                    "--keyring",
+                    str(self.keyring_path),
+                    "--capacity",
+                    str(c.transceiver_capacity),
+                    "--connect-timeout",
+                    str(c.connect_timeout),
+                    "--drain-timeout",
+                    "2",
+                ],
+            )
+            self.transceiver_url = transceiver.split()[0]
+            signaling_args = [
+                "signaling",
+                "--listen",
+                f"{c.host}:{c.http_port}",
+                "--transceiver",
+                self.transceiver_url,
+                "--model",
+                f"echo={self.agent_url}",
+                "--default-model",
+                "echo",
+            ]
+            if c.demo:
+                signaling_args += ["--demo-dir", str(Path(__file__).parent / "web")]
+            self.signaling_url = (
+                await self._spawn("signaling", signaling_args, env={"TALKWIRE_API_KEY": c.api_key})
+            ).split()[0]
+            await self.wait_transceiver_healthy()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def start_relay(self) -> None:
+        c = self.config
+        ready = await self._spawn(
+            "relay",
+            [
+                "relay",
+                "--listen",
+                f"{c.host}:{self.relay_address[1]}",
+                "--internal",
+                f"{c.host}:0",
+                "--keyring",
+                str(self.keyring_path),
+                "--workers",
+                str(c.relay_workers),
+                "--trust",
+                "127.0.0.0/8",
+            ],
+        )
+        # The relay names its bound public address first (port 0 -> real port).
+        host, _, port = ready.split()[0].rpartition(":")
+        self.relay_address = (host.strip("[]"), int(port))
+
+    async def kill(self, name: str) -> None:
+        """SIGKILL one component, as a crash would."""
+        component = self.components.pop(name)
+        assert component.process is not None
+        component.process.kill()
+        await component.process.wait()
+        if component._reader is not None:
+            await component._reader
+
+    async def wait_transceiver_healthy(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(int(READY_TIMEOUT_S / 0.05)):
+                async with http.get(self.signaling_url + "/healthz") as response:
+                    body = await response.json(content_type=None)
+                if body.get("transceivers", {}).get("healthy", 0) > 0:
+                    return
+                # Signaling polls transceiver health on its own clock.
+                await asyncio.sleep(0.05)
+        raise StackError("signaling never saw a healthy transceiver")
+
+    async def stop(self) -> None:
+        for name in reversed(list(self.components)):
+            component = self.components.pop(name)
+            process = component.process
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), 10)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+            if component._reader is not None:
+                await component._reader
+        self._dir.cleanup()
+
+    async def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> str:
+        argv = [sys.executable, "-m", "talkwire.cli", *args]
+        component = Component(name, argv)
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "TALKWIRE_LOG": self.config.log_level, **(env or {})},
+        )
+        component.process = process
+        self.components[name] = component
+        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        component._reader = asyncio.create_task(self._read(component, ready))
+        try:
+            component.ready = await asyncio.wait_for(ready, READY_TIMEOUT_S)
+        except (TimeoutError, StackError) as exc:
+            tail = "\n".join(component.output[-20:])
+            raise StackError(f"{name} did not become ready: {exc}\n{tail}") from None
+        return component.ready
+
+    async def _read(self, component: Component, ready: asyncio.Future[str]) -> None:
+        assert component.process is not None and component.process.stdout is not None
+        async for raw in component.process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            component.output.append(line)
+            del component.output[:-200]
+            if not ready.done() and line.startswith("ready "):
+                ready.set_result(line[len("ready ") :])
+            elif os.environ.get("TALKWIRE_STACK_ECHO"):
+                print(f"[{component.name}] {line}", file=sys.stderr)
+        if not ready.done():
+            ready.set_exception(StackError(f"exited with {await component.process.wait()}"))

@@ -1,0 +1,128 @@
+"""The transceiver's end of the internal protocol: one WebSocket per call.
+
+Text frames are Realtime events, forwarded verbatim between the agent and the
+browser's ``oai-events`` channel; binary frames are PCM16 audio. The one event
+acted on here is ``output_audio_buffer.clear`` (barge-in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from talkwire.errors import ProtocolError
+from talkwire.protocol.events import make_event, parse_event
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 2.0  # an agent that stops reading this long is stalled
+CONNECT_TIMEOUT_S = 5.0
+
+
+class AgentError(Exception):
+    """The agent failed this call: unreachable, closed, stalled or broken."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AgentLink:
+    def __init__(
+        self,
+        url: str,
+        session: dict[str, Any],
+        http: aiohttp.ClientSession,
+        on_event: Callable[[str], None],
+        on_audio: Callable[[bytes], None],
+        on_clear: Callable[[], None],
+    ) -> None:
+        self._url = url
+        self._session = session
+        self._http = http
+        self._on_event = on_event
+        self._on_audio = on_audio
+        self._on_clear = on_clear
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self.connected = asyncio.Event()
+        self.frames_sent = 0
+        self.frames_received = 0
+
+    async def run(self) -> None:
+        """Connect, hand over the session, relay until either side ends.
+
+        Returns when the agent closes normally; raises AgentError otherwise.
+        """
+        try:
+            self._ws = await self._http.ws_connect(
+                self._url,
+                heartbeat=10.0,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                max_msg_size=4 * 1024 * 1024,
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise AgentError(
+                "agent_unreachable", f"agent at {self._url} unreachable: {exc}"
+            ) from exc
+        ws = self._ws
+        await ws.send_str(json.dumps(make_event("session.update", session=self._session)))
+        self.connected.set()
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.BINARY:
+                self.frames_received += 1
+                self._on_audio(message.data)
+            elif message.type == aiohttp.WSMsgType.TEXT:
+                self._handle_text(message.data)
+            elif message.type == aiohttp.WSMsgType.ERROR:
+                raise AgentError("agent_failed", f"agent connection failed: {ws.exception()}")
+        if ws.close_code not in (None, aiohttp.WSCloseCode.OK, aiohttp.WSCloseCode.GOING_AWAY):
+            raise AgentError("agent_closed", f"agent closed the call (code {ws.close_code})")
+
+    def _handle_text(self, text: str) -> None:
+        try:
+            event = parse_event(text)
+        except ProtocolError as exc:
+            # Junk from the agent degrades this call only: the browser hears of it.
+            self._on_event(error_event("agent_protocol_error", f"agent sent junk: {exc}"))
+            return
+        if event["type"] == "output_audio_buffer.clear":
+            self._on_clear()
+        self._on_event(text)
+
+    async def send_audio(self, pcm: bytes) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        try:
+            await asyncio.wait_for(ws.send_bytes(pcm), SEND_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise AgentError("agent_stalled", "agent stopped reading audio") from exc
+        except (ConnectionError, aiohttp.ClientError):
+            return
+        self.frames_sent += 1
+
+    async def send_event(self, text: str) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        try:
+            await asyncio.wait_for(ws.send_str(text), SEND_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise AgentError("agent_stalled", "agent stopped reading events") from exc
+        except (ConnectionError, aiohttp.ClientError):
+            return
+
+    async def close(self) -> None:
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+
+
+def error_event(code: str, message: str) -> str:
+    return json.dumps(
+        make_event("error", error={"type": "server_error", "code": code, "message": message})
+    )

@@ -1,0 +1,97 @@
+"""`talkwire transceiver`: terminate WebRTC calls that relays forward here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+
+import uvloop
+from aiohttp import web
+
+from talkwire.config import format_address, parse_address
+from talkwire.errors import ConfigError
+from talkwire.route_token import Keyring
+from talkwire.transceiver.api import make_transceiver_app
+from talkwire.transceiver.service import Transceiver, TransceiverConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api", default="127.0.0.1:8081", help="internal HTTP API address")
+    parser.add_argument(
+        "--udp", default="127.0.0.1:0", help="internal UDP address relays forward to (port 0: any)"
+    )
+    parser.add_argument(
+        "--advertise", help="UDP address put in route tokens, if relays see this host differently"
+    )
+    parser.add_argument(
+        "--relay-public",
+        action="append",
+        required=True,
+        metavar="HOST:PORT",
+        help="a relay public address, in the relay's --listen order (repeatable)",
+    )
+    parser.add_argument("--keyring", required=True, help="route token keyring file")
+    parser.add_argument("--cluster", type=int, default=0, help="cluster id (0..255)")
+    parser.add_argument("--capacity", type=int, default=100, help="maximum concurrent calls")
+    parser.add_argument("--connect-timeout", type=float, default=10.0, help="seconds")
+    parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds, on SIGTERM")
+    parser.add_argument("--region", default="local")
+    parser.add_argument("--id", help="transceiver id (default: random)")
+
+
+def config_from_args(args: argparse.Namespace) -> TransceiverConfig:
+    try:
+        keyring = Keyring.from_file(args.keyring)
+    except OSError as exc:
+        raise ConfigError(f"cannot read keyring {args.keyring!r}: {exc.strerror}") from None
+    if not 0 <= args.cluster <= 255:
+        raise ConfigError(f"cluster {args.cluster} out of range 0..255")
+    if args.capacity < 1:
+        raise ConfigError("capacity must be at least 1")
+    config = TransceiverConfig(
+        keyring=keyring,
+        public_addresses=[parse_address(a, "relay public address") for a in args.relay_public],
+        udp_listen=parse_address(args.udp, "UDP address", allow_port_zero=True),
+        udp_advertise=parse_address(args.advertise, "advertised address")
+        if args.advertise
+        else None,
+        cluster=args.cluster,
+        capacity=args.capacity,
+        connect_timeout=args.connect_timeout,
+        drain_timeout=args.drain_timeout,
+        region=args.region,
+    )
+    if args.id:
+        config.id = args.id
+    return config
+
+
+async def serve(config: TransceiverConfig, api: tuple[str, int]) -> None:
+    transceiver = Transceiver(config)
+    await transceiver.start()
+    runner = web.AppRunner(make_transceiver_app(transceiver), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, api[0], api[1])
+    await site.start()
+    port = runner.addresses[0][1]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    udp = format_address(transceiver.udp_address)
+    print(f"ready http://{format_address((api[0], port))} udp {udp}", flush=True)
+    await stop.wait()
+    await transceiver.drain()
+    await runner.cleanup()
+    await transceiver.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    api = parse_address(args.api, "API address", allow_port_zero=True)
+    logging.basicConfig(level=os.environ.get("TALKWIRE_LOG", "WARNING"))
+    uvloop.run(serve(config, api))
+    return 0

@@ -1,0 +1,128 @@
+"""Demultiplexing of the transceiver's one UDP socket (sans-IO).
+
+Every datagram arrives from a relay with the encapsulation header. A STUN
+binding request is routed by the server ufrag in its USERNAME (which is how a
+session claims a client address); everything else by the client address the
+header names. This is pion's UDPMux idea with the relay's header supplying
+the real client address.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from talkwire import encap, stun
+from talkwire.errors import EncapError, StunError
+
+Endpoint = TypeVar("Endpoint")
+
+Address = tuple[str, int]
+
+
+class Drop(enum.Enum):
+    BAD_HEADER = "bad_header"
+    UNKNOWN_UFRAG = "unknown_ufrag"
+    UNKNOWN_CLIENT = "unknown_client"
+    MALFORMED_STUN = "malformed_stun"
+    UNKNOWN_INGRESS = "unknown_ingress"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[Endpoint]):
+    endpoint: Endpoint
+    client: Address
+    payload: bytes
+
+
+class Demux(Generic[Endpoint]):
+    """Maps server ufrags and client addresses to session endpoints.
+
+    An endpoint is whatever the I/O layer delivers to (a per-session virtual
+    transport); the demux only needs to know, per ufrag, the endpoint for each
+    relay ingress index.
+    """
+
+    def __init__(self) -> None:
+        self._by_ufrag: dict[bytes, dict[int, Endpoint]] = {}
+        self._by_client: dict[Address, tuple[bytes, Endpoint]] = {}
+        self._clients_of: dict[bytes, set[Address]] = {}
+        # Where a client's packets last came from: replies go back the same way,
+        # so a restarted or replaced relay is followed without signalling.
+        self._relay_of: dict[Address, Address] = {}
+        self.drops: Counter[Drop] = Counter()
+
+    def register(self, ufrag: str, endpoints: dict[int, Endpoint]) -> None:
+        key = ufrag.encode("ascii")
+        self._by_ufrag[key] = endpoints
+        self._clients_of.setdefault(key, set())
+
+    def unregister(self, ufrag: str) -> None:
+        key = ufrag.encode("ascii")
+        self._by_ufrag.pop(key, None)
+        for client in self._clients_of.pop(key, set()):
+            self._by_client.pop(client, None)
+            self._relay_of.pop(client, None)
+
+    @property
+    def sessions(self) -> int:
+        return len(self._by_ufrag)
+
+    @property
+    def clients(self) -> int:
+        return len(self._by_client)
+
+    def relay_for(self, client: Address) -> Address | None:
+        return self._relay_of.get(client)
+
+    def route(self, datagram: bytes, relay: Address) -> Delivery[Endpoint] | Drop:
+        try:
+            header = encap.unpack_header(datagram)
+        except EncapError:
+            return self._drop(Drop.BAD_HEADER)
+        payload = datagram[encap.HEADER_SIZE :]
+        client = header.client
+        endpoint = None
+        if payload and stun.classify(payload[0]) is stun.PacketKind.STUN:
+            try:
+                username = stun.binding_request_username(payload)
+                if username is not None:
+                    server_ufrag, _ = stun.split_username(username)
+                    endpoint = self._claim(server_ufrag, header.ingress, client)
+                    if endpoint is None:
+                        return self._drop(
+                            Drop.UNKNOWN_INGRESS
+                            if server_ufrag in self._by_ufrag
+                            else Drop.UNKNOWN_UFRAG
+                        )
+            except StunError:
+                return self._drop(Drop.MALFORMED_STUN)
+        if endpoint is None:
+            claimed = self._by_client.get(client)
+            if claimed is None:
+                return self._drop(Drop.UNKNOWN_CLIENT)
+            endpoint = claimed[1]
+        self._relay_of[client] = relay
+        return Delivery(endpoint, client, payload)
+
+    def _claim(self, server_ufrag: bytes, ingress: int, client: Address) -> Endpoint | None:
+        endpoints = self._by_ufrag.get(server_ufrag)
+        if endpoints is None:
+            return None
+        endpoint = endpoints.get(ingress)
+        if endpoint is None:
+            return None
+        previous = self._by_client.get(client)
+        if previous is None or previous[1] is not endpoint:
+            if previous is not None:
+                # A client address reused by a new session moves to that session.
+                self._clients_of.get(previous[0], set()).discard(client)
+            self._by_client[client] = (server_ufrag, endpoint)
+            self._clients_of[server_ufrag].add(client)
+        return endpoint
+
+    def _drop(self, reason: Drop) -> Drop:
+        self.drops[reason] += 1
+        return reason

@@ -1,0 +1,193 @@
+"""The transceiver process: the shared UDP socket, its calls, capacity, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from talkwire import route_token
+from talkwire.route_token import Keyring
+from talkwire.transceiver.demux import Address
+from talkwire.transceiver.ice import RelayBinding
+from talkwire.transceiver.session import Call
+from talkwire.transceiver.udp import SharedSocket
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TransceiverConfig:
+    keyring: Keyring
+    public_addresses: list[Address]  # the relay's, in its ingress order
+    udp_listen: Address = ("127.0.0.1", 0)
+    # Where relays reach this process (goes into every route token);
+    # defaults to the bound UDP address.
+    udp_advertise: Address | None = None
+    cluster: int = 0
+    capacity: int = 100
+    connect_timeout: float = 10.0
+    drain_timeout: float = 30.0
+    region: str = "local"
+    id: str = field(default_factory=lambda: "tx-" + secrets.token_hex(4))
+
+
+class Unavailable(Exception):
+    """No new calls: draining or at capacity."""
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.calls = Counter(
+            "talkwire_transceiver_calls", "Calls by how they ended", ["reason"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.active = Gauge(
+            "talkwire_transceiver_active_calls", "Calls in progress", registry=self.registry
+        )
+        self.connect_seconds = Histogram(
+            "talkwire_transceiver_connect_seconds",
+            "Offer received to DTLS connected",
+            buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+            registry=self.registry,
+        )
+        self.audio_frames = Counter(
+            "talkwire_transceiver_audio_frames", "20 ms audio frames", ["direction"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.errors = Counter(
+            "talkwire_transceiver_errors", "Errors by kind", ["kind"], registry=self.registry
+        )
+        self.udp = Gauge(
+            "talkwire_transceiver_udp_packets", "Shared socket counters", ["counter"],
+            registry=self.registry,
+        )  # fmt: skip
+
+
+class Transceiver:
+    def __init__(self, config: TransceiverConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.calls: dict[str, Call] = {}
+        self.draining = False
+        self._socket: SharedSocket | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._supervisors: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        self._socket = await SharedSocket.bind(*self.config.udp_listen)
+        self._http = aiohttp.ClientSession()
+
+    @property
+    def udp_address(self) -> Address:
+        assert self._socket is not None
+        return self.config.udp_advertise or self._socket.address
+
+    @property
+    def shared_socket(self) -> SharedSocket:
+        assert self._socket is not None
+        return self._socket
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "id": self.config.id,
+            "region": self.config.region,
+            "cluster": self.config.cluster,
+            "capacity": self.config.capacity,
+            "active": len(self.calls),
+            "draining": self.draining,
+        }
+
+    async def create_call(
+        self, call_id: str, offer_sdp: str, session: dict[str, Any], agent_url: str
+    ) -> Call:
+        """Answer an offer; raises OfferError (bad offer) or Unavailable."""
+        if self.draining:
+            raise Unavailable("transceiver is draining")
+        if len(self.calls) >= self.config.capacity:
+            raise Unavailable("transceiver is at capacity")
+        if call_id in self.calls:
+            raise Unavailable(f"call {call_id} already exists")
+        assert self._http is not None
+        ufrag = route_token.mint(self.config.keyring, self.config.cluster, self.udp_address)
+        binding = RelayBinding(
+            ufrag=ufrag,
+            password=route_token.ice_password(self.config.keyring, ufrag),
+            public_addresses=self.config.public_addresses,
+            shared=self.shared_socket,
+        )
+        session = {**session, "talkwire": {"call_id": call_id}}
+        call = Call(call_id, session, agent_url, binding, self._http, self.config.connect_timeout)
+        self.calls[call_id] = call
+        self._idle.clear()
+        self.metrics.active.set(len(self.calls))
+        try:
+            await call.answer(offer_sdp)
+        except BaseException:
+            await self._finish(call, "rejected")
+            raise
+        task = asyncio.create_task(self._supervise(call), name=f"{call_id}:supervisor")
+        self._supervisors.add(task)
+        task.add_done_callback(self._supervisors.discard)
+        return call
+
+    async def hangup(self, call_id: str) -> bool:
+        call = self.calls.get(call_id)
+        if call is None:
+            return False
+        call.end("hangup")
+        return True
+
+    async def _supervise(self, call: Call) -> None:
+        try:
+            await call.wait_ended()
+        finally:
+            await self._finish(call, call.end_reason or "cancelled")
+
+    async def _finish(self, call: Call, reason: str) -> None:
+        await call.close(reason)
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+        self.metrics.calls.labels(call.end_reason or reason).inc()
+        self.metrics.active.set(len(self.calls))
+        if call.timings.dtls_connected is not None:
+            self.metrics.connect_seconds.observe(call.timings.dtls_connected - call.timings.offer)
+        if call.end_reason not in ("hangup", "connection_closed", "agent_closed", "shutdown"):
+            self.metrics.errors.labels(call.end_reason or reason).inc()
+        log.info(
+            "call %s ended: %s, timings %s", call.call_id, call.end_reason, call.timings.as_ms()
+        )
+        if not self.calls:
+            self._idle.set()
+
+    def collect_udp_metrics(self) -> None:
+        for name, value in self.shared_socket.counters.items():
+            self.metrics.udp.labels(name).set(value)
+
+    async def drain(self) -> None:
+        """No new calls; live ones run to their end or the drain deadline."""
+        self.draining = True
+        deadline = time.monotonic() + self.config.drain_timeout
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            log.warning("drain deadline reached with %d calls", len(self.calls))
+
+    async def stop(self) -> None:
+        for call in list(self.calls.values()):
+            call.end("shutdown")
+        if self._supervisors:
+            await asyncio.gather(*self._supervisors, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+        if self._socket is not None:
+            self._socket.close()

@@ -1,0 +1,268 @@
+"""One call: an aiortc peer connection bound to the relay, bridged to an agent.
+
+A call owns every task it starts and releases all of them, the peer
+connection, the agent WebSocket and its demux entries when it ends, whatever
+ends it: hangup, ICE/DTLS failure, the connect timeout, the agent leaving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcdatachannel import RTCDataChannel
+
+from talkwire.protocol.events import make_event
+from talkwire.transceiver.agent_link import AgentError, AgentLink, error_event
+from talkwire.transceiver.audio import AgentAudioTrack, InboundConverter
+from talkwire.transceiver.ice import RelayBinding, bind_connection
+from talkwire.transceiver.sdp import OfferError, check_offer, strip_candidates
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "oai-events"
+AGENT_QUEUE_FRAMES = 250  # 5 s of audio: beyond this the agent is stalled
+MAX_PENDING_BROWSER_EVENTS = 256  # until the browser opens oai-events
+
+
+@dataclass
+class CallTimings:
+    """Monotonic instants of a call's milestones (None until reached)."""
+
+    offer: float = field(default_factory=time.monotonic)
+    answered: float | None = None
+    ice_connected: float | None = None
+    dtls_connected: float | None = None
+    first_audio_in: float | None = None
+    first_audio_out: float | None = None
+
+    def as_ms(self) -> dict[str, float | None]:
+        return {
+            name: None if value is None else round((value - self.offer) * 1000, 2)
+            for name, value in vars(self).items()
+            if name != "offer"
+        }
+
+
+class Call:
+    def __init__(
+        self,
+        call_id: str,
+        session: dict[str, Any],
+        agent_url: str,
+        binding: RelayBinding,
+        http: aiohttp.ClientSession,
+        connect_timeout: float,
+    ) -> None:
+        self.call_id = call_id
+        self.session = session
+        self.binding = binding
+        self.timings = CallTimings()
+        self.end_reason: str | None = None
+        self.answer_sdp: str | None = None
+        self._connect_timeout = connect_timeout
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._track = AgentAudioTrack(on_playing=self._playing_changed)
+        self._agent = AgentLink(
+            agent_url,
+            session,
+            http,
+            on_event=self._to_browser,
+            on_audio=self._track.push,
+            on_clear=self._track.clear,
+        )
+        self._to_agent: asyncio.Queue[bytes | str] = asyncio.Queue(AGENT_QUEUE_FRAMES)
+        self._channel: RTCDataChannel | None = None
+        self._pending_browser_events: list[str] = []
+        self._connected = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pc.on("connectionstatechange", self._connection_state_changed)
+        self._pc.on("iceconnectionstatechange", self._ice_state_changed)
+        self._pc.on("datachannel", self._datachannel)
+        self._pc.on("track", self._remote_track)
+
+    # -- setup -----------------------------------------------------------
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Answer the offer; the route token is registered before this returns."""
+        check_offer(offer_sdp)
+        self._spawn(self._run_agent(), "agent")
+        try:
+            await self._pc.setRemoteDescription(
+                RTCSessionDescription(sdp=strip_candidates(offer_sdp), type="offer")
+            )
+        except ValueError as exc:
+            raise OfferError(f"SDP offer could not be parsed: {exc}") from exc
+        connections = {id(t): t for t in self._ice_connections()}
+        if len(connections) != 1:
+            raise OfferError("SDP offer must bundle its media on one transport")
+        for connection in connections.values():
+            bind_connection(connection, self.binding)
+        for transceiver in self._pc.getTransceivers():
+            if transceiver.kind == "audio":
+                self._pc.addTrack(self._track)
+                # The default waits for 4 packets before decoding: 80 ms on every turn.
+                transceiver.receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
+                    capacity=16, prefetch=0
+                )
+                break
+        await self._pc.setLocalDescription(await self._pc.createAnswer())
+        self.timings.answered = time.monotonic()
+        self._spawn(self._watch_connect(), "connect-timeout")
+        self.answer_sdp = self._pc.localDescription.sdp
+        return self.answer_sdp
+
+    def _ice_connections(self) -> list[Any]:
+        found = [t.receiver.transport.transport._connection for t in self._pc.getTransceivers()]
+        if self._pc.sctp is not None:
+            found.append(self._pc.sctp.transport.transport._connection)
+        return found
+
+    # -- lifetime --------------------------------------------------------
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
+    async def close(self, reason: str) -> None:
+        """End the call and release everything it holds. Idempotent."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        self._ended.set()
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._track.stop()
+        await self._agent.close()
+        await self._pc.close()
+        self.binding.release()
+
+    def end(self, reason: str) -> None:
+        """Ask the call to end; its supervisor does the releasing."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        self._ended.set()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"{self.call_id}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch_connect(self) -> None:
+        try:
+            await asyncio.wait_for(self._connected.wait(), self._connect_timeout)
+        except TimeoutError:
+            self.end("connect_timeout")
+
+    # -- peer connection events -----------------------------------------
+
+    def _connection_state_changed(self) -> None:
+        state = self._pc.connectionState
+        if state == "connected" and self.timings.dtls_connected is None:
+            self.timings.dtls_connected = time.monotonic()
+            self._connected.set()
+        elif state in ("failed", "closed"):
+            self.end(f"connection_{state}")
+
+    def _ice_state_changed(self) -> None:
+        if self._pc.iceConnectionState == "completed" and self.timings.ice_connected is None:
+            self.timings.ice_connected = time.monotonic()
+
+    def _datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != EVENTS_CHANNEL:
+            return
+        self._channel = channel
+        channel.on("message", self._from_browser)
+        pending, self._pending_browser_events = self._pending_browser_events, []
+        for text in pending:
+            channel.send(text)
+
+    def _remote_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(self._pump_inbound(track), "inbound-audio")
+
+    # -- media and events ------------------------------------------------
+
+    async def _pump_inbound(self, track: MediaStreamTrack) -> None:
+        converter = InboundConverter()
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            for pcm in converter.convert(frame):  # type: ignore[arg-type]
+                if self.timings.first_audio_in is None:
+                    self.timings.first_audio_in = time.monotonic()
+                self._queue_to_agent(pcm)
+
+    def _queue_to_agent(self, item: bytes | str) -> None:
+        try:
+            self._to_agent.put_nowait(item)
+        except asyncio.QueueFull:
+            self._fail_agent(AgentError("agent_stalled", "agent stopped reading"))
+
+    async def _run_agent(self) -> None:
+        writer = asyncio.create_task(self._write_agent(), name=f"{self.call_id}:agent-writer")
+        try:
+            await self._agent.run()
+            self.end("agent_closed")
+        except AgentError as exc:
+            self._fail_agent(exc)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, AgentError):
+                await writer
+
+    async def _write_agent(self) -> None:
+        await self._agent.connected.wait()
+        while True:
+            item = await self._to_agent.get()
+            try:
+                if isinstance(item, bytes):
+                    await self._agent.send_audio(item)
+                else:
+                    await self._agent.send_event(item)
+            except AgentError as exc:
+                self._fail_agent(exc)
+                return
+
+    def _fail_agent(self, exc: AgentError) -> None:
+        log.warning("call %s: %s", self.call_id, exc)
+        self._to_browser(error_event(exc.code, str(exc)))
+        self.end(exc.code)
+
+    def _from_browser(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+        try:
+            kind = json.loads(message).get("type")
+        except (ValueError, AttributeError):
+            self._to_browser(error_event("invalid_event", "events must be JSON objects"))
+            return
+        if kind == "output_audio_buffer.clear":
+            self._track.clear()
+        self._queue_to_agent(message)
+
+    def _to_browser(self, text: str) -> None:
+        if self._channel is None:
+            if len(self._pending_browser_events) < MAX_PENDING_BROWSER_EVENTS:
+                self._pending_browser_events.append(text)
+        elif self._channel.readyState == "open":
+            self._channel.send(text)
+
+    def _playing_changed(self, playing: bool) -> None:
+        if playing and self.timings.first_audio_out is None:
+            self.timings.first_audio_out = time.monotonic()
+        kind = "output_audio_buffer.started" if playing else "output_audio_buffer.stopped"
+        self._to_browser(json.dumps(make_event(kind)))

@@ -1,0 +1,61 @@
+"""`talkwire up`: signaling, relay, transceiver and the echo agent on one machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+
+import uvloop
+
+from talkwire.errors import ConfigError
+from talkwire.stack import Stack, StackConfig, StackError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address every part listens on")
+    parser.add_argument("--port", type=int, default=8080, help="HTTP port: API and demo page")
+    parser.add_argument("--relay-port", type=int, default=3478, help="the relay's UDP port")
+    parser.add_argument("--relay-workers", type=int, default=1)
+    parser.add_argument("--no-demo", action="store_true", help="do not serve the demo page")
+    parser.add_argument("--log-level", default="WARNING")
+
+
+async def _up(config: StackConfig) -> int:
+    stack = Stack(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stack.start()
+    except StackError as exc:
+        print(f"talkwire up: {exc}")
+        return 1
+    relay = f"{stack.relay_address[0]}:{stack.relay_address[1]}"
+    print(f"talkwire is up (relay udp {relay}, API {stack.signaling_url}/v1)")
+    if config.demo:
+        print(f"  demo page: {stack.demo_url}")
+    print(f"  API key:   {config.api_key}")
+    print("  Ctrl-C stops everything.", flush=True)
+    await stop.wait()
+    print("stopping...", flush=True)
+    await stack.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535 or not 0 <= args.relay_port <= 65535:
+        raise ConfigError("ports must be 0..65535")
+    config = StackConfig(
+        host=args.host,
+        http_port=args.port,
+        relay_port=args.relay_port,
+        relay_workers=args.relay_workers,
+        demo=not args.no_demo,
+        log_level=args.log_level,
+    )
+    if key := os.environ.get("TALKWIRE_API_KEY"):
+        config.api_key = key
+    return uvloop.run(_up(config))
