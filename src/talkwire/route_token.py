@@ -197,6 +197,8 @@ def mint(
 ) -> str:
     """Mint a ufrag routing to ``address`` in ``cluster``, signed with the current key.
 
+    ``address`` is (IP literal, port); an IPv4-mapped IPv6 address is stored as IPv4.
+
     Raises TokenError when cluster, address, port or nonce cannot be encoded.
     """
     if not 0 <= cluster <= MAX_CLUSTER:
@@ -208,8 +210,12 @@ def mint(
         ip = ipaddress.ip_address(host)
     except ValueError as exc:
         raise TokenError(f"route token: {host!r} is not an IP address") from exc
-    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
-        raise TokenError(f"route token: scoped address {host!r} cannot be encoded")
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id is not None:
+            raise TokenError(f"route token: scoped address {host!r} cannot be encoded")
+        # An IPv4-mapped transceiver is an IPv4 one; the short form also keeps
+        # the ufrag at 32 chars and the relay's send path on AF_INET.
+        ip = ip.ipv4_mapped or ip
     if nonce is None:
         nonce = secrets.token_bytes(NONCE_SIZE)
     elif len(nonce) != NONCE_SIZE:
