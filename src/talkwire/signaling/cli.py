@@ -1,0 +1,127 @@
+"""`talkwire signaling`: the OpenAI-Realtime-compatible signaling server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import uvloop
+
+from talkwire.errors import ConfigError
+from talkwire.registry.memory import MemoryRegistry
+from talkwire.signaling.config import SignalingConfig
+from talkwire.signaling.regions import RegionTable, parse_region_table
+from talkwire.signaling.server import parse_listen, start_signaling
+
+API_KEY_ENV = "TALKWIRE_API_KEY"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (port 0: any)")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        help=f"accepted API key (repeatable; default: ${API_KEY_ENV})",
+    )
+    parser.add_argument(
+        "--transceiver",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="transceiver internal API URL to health-poll (repeatable)",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=WS_URL",
+        help="model name -> agent WebSocket URL (repeatable)",
+    )
+    parser.add_argument("--default-model", help="model for sessions that name none")
+    parser.add_argument("--region-table", type=Path, metavar="FILE", help="JSON region table")
+    parser.add_argument("--default-region", help="region when nothing else matches")
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allowed browser origin (repeatable; default *)",
+    )
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=64 * 1024, help="largest accepted request body"
+    )
+    parser.add_argument("--demo-dir", type=Path, help="serve the demo page from DIR")
+
+
+def _models(specs: list[str]) -> dict[str, str]:
+    models: dict[str, str] = {}
+    for spec in specs:
+        name, sep, url = spec.partition("=")
+        if not sep or not name or not url:
+            raise ConfigError(f"--model must be NAME=WS_URL, got {spec!r}")
+        if name in models:
+            raise ConfigError(f"--model {name!r} given twice")
+        models[name] = url
+    return models
+
+
+def _regions(path: Path | None, default_region: str | None) -> RegionTable:
+    if path is None:
+        return RegionTable(default_region=default_region or "local")
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"--region-table {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"--region-table {path}: not JSON: {exc}") from None
+    return parse_region_table(data, default_region)
+
+
+def config_from_args(args: argparse.Namespace) -> SignalingConfig:
+    keys = list(args.api_key)
+    if not keys and os.environ.get(API_KEY_ENV):
+        keys = [os.environ[API_KEY_ENV]]
+    models = _models(args.model)
+    default_model = args.default_model
+    if default_model is None and len(models) == 1:
+        default_model = next(iter(models))
+    return SignalingConfig(
+        api_keys=tuple(keys),
+        models=models,
+        default_model=default_model,
+        transceivers=tuple(args.transceiver),
+        regions=_regions(args.region_table, args.default_region),
+        cors_origins=tuple(args.cors_origin) or ("*",),
+        max_body_bytes=args.max_body_bytes,
+        demo_dir=args.demo_dir,
+    )
+
+
+async def _serve(config: SignalingConfig, host: str, port: int) -> None:
+    server = await start_signaling(config, MemoryRegistry(), host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        print(f"ready {server.url}", flush=True)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await server.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    host, port = parse_listen(args.listen)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve(config, host, port))
+    sys.stdout.flush()
+    return 0

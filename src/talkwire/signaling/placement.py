@@ -1,0 +1,48 @@
+"""Which transceiver takes a new call. Pure: records and time in, an ordered
+list of candidates out; the caller tries them in order."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+from talkwire.registry.base import TransceiverInfo
+
+DEFAULT_MAX_AGE_S = 3.0
+
+
+def is_healthy(info: TransceiverInfo, now: float, max_age_s: float = DEFAULT_MAX_AGE_S) -> bool:
+    """Fresh enough to trust: a transceiver that stopped reporting (crashed,
+    partitioned, failing its health checks) drops out after ``max_age_s``.
+    A record from the future (clock skew between hosts) counts as fresh."""
+    return now - info.updated_at <= max_age_s
+
+
+def accepts_calls(info: TransceiverInfo, now: float, max_age_s: float = DEFAULT_MAX_AGE_S) -> bool:
+    return is_healthy(info, now, max_age_s) and not info.draining and info.active < info.capacity
+
+
+def place(
+    transceivers: Iterable[TransceiverInfo],
+    region: str | None,
+    now: float,
+    *,
+    max_age_s: float = DEFAULT_MAX_AGE_S,
+    rng: random.Random | None = None,
+) -> list[TransceiverInfo]:
+    """Candidates in the order to try them.
+
+    Those in ``region`` come first, least loaded (active/capacity) first,
+    ties in random order so equal transceivers share new calls. The others
+    follow in the same order: they are the fallback when the region has no
+    one left, and the retry target when the region's only candidate fails.
+    """
+    pick = rng if rng is not None else random.Random()
+    eligible = [t for t in transceivers if accepts_calls(t, now, max_age_s)]
+    # Random tiebreaks drawn once per candidate so the sort stays consistent.
+    keyed = [(t.active / t.capacity, pick.random(), t) for t in eligible]
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    ordered = [t for _, _, t in keyed]
+    local = [t for t in ordered if t.region == region]
+    remote = [t for t in ordered if t.region != region]
+    return local + remote

@@ -1,0 +1,121 @@
+"""Placement is pure: records + region + now in, ordered candidates out."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from talkwire.registry.base import TransceiverInfo
+from talkwire.signaling.placement import accepts_calls, is_healthy, place
+
+NOW = 1_000_000.0
+
+
+def info(
+    id: str,
+    *,
+    region: str = "eu",
+    capacity: int = 10,
+    active: int = 0,
+    draining: bool = False,
+    age: float = 0.0,
+) -> TransceiverInfo:
+    return TransceiverInfo(
+        id=id,
+        api_url=f"http://127.0.0.1/{id}",
+        region=region,
+        cluster=f"{region}-1",
+        capacity=capacity,
+        active=active,
+        draining=draining,
+        updated_at=NOW - age,
+    )
+
+
+def ids(candidates: list[TransceiverInfo]) -> list[str]:
+    return [c.id for c in candidates]
+
+
+def test_least_loaded_first_by_ratio_not_count() -> None:
+    # b has more calls but a lower load ratio than a.
+    a = info("a", capacity=10, active=5)
+    b = info("b", capacity=100, active=20)
+    c = info("c", capacity=10, active=1)
+    assert ids(place([a, b, c], "eu", NOW)) == ["c", "b", "a"]
+
+
+def test_excludes_stale_draining_and_full() -> None:
+    ok = info("ok")
+    stale = info("stale", age=3.5)
+    draining = info("draining", draining=True)
+    full = info("full", capacity=4, active=4)
+    zero = info("zero", capacity=0)
+    assert ids(place([ok, stale, draining, full, zero], "eu", NOW, max_age_s=3.0)) == ["ok"]
+
+
+def test_freshness_boundary_and_future_records() -> None:
+    assert is_healthy(info("x", age=3.0), NOW, 3.0)
+    assert not is_healthy(info("x", age=3.01), NOW, 3.0)
+    # A clock ahead of ours (another host) is not a reason to refuse it.
+    assert is_healthy(info("x", age=-5.0), NOW, 3.0)
+    assert not accepts_calls(info("x", active=10, capacity=10), NOW)
+
+
+def test_region_first_then_fallback_others() -> None:
+    eu_busy = info("eu-busy", region="eu", active=9)
+    us_idle = info("us-idle", region="us", active=0)
+    assert ids(place([us_idle, eu_busy], "eu", NOW)) == ["eu-busy", "us-idle"]
+
+
+def test_falls_back_to_any_region_when_none_there() -> None:
+    us = info("us", region="us", active=3)
+    ap = info("ap", region="ap", active=1)
+    assert ids(place([us, ap], "eu", NOW)) == ["ap", "us"]
+    assert ids(place([us, ap], None, NOW)) == ["ap", "us"]
+
+
+def test_empty_when_nothing_eligible() -> None:
+    assert place([], "eu", NOW) == []
+    assert place([info("d", draining=True), info("s", age=60)], "eu", NOW) == []
+
+
+def test_ties_are_broken_randomly() -> None:
+    pool = [info(f"t{i}") for i in range(3)]
+    rng = random.Random(7)
+    firsts = Counter(place(pool, "eu", NOW, rng=rng)[0].id for _ in range(300))
+    # Each of the three equal transceivers gets a real share of first places.
+    assert set(firsts) == {"t0", "t1", "t2"}
+    assert min(firsts.values()) > 50
+
+
+def test_ties_do_not_override_load() -> None:
+    pool = [info("busy", active=5), info("idle1"), info("idle2")]
+    rng = random.Random(1)
+    for _ in range(50):
+        assert place(pool, "eu", NOW, rng=rng)[-1].id == "busy"
+
+
+records = st.builds(
+    info,
+    st.text("abcdef", min_size=1, max_size=4),
+    region=st.sampled_from(["eu", "us"]),
+    capacity=st.integers(0, 20),
+    active=st.integers(0, 25),
+    draining=st.booleans(),
+    age=st.floats(-10, 10),
+)
+
+
+@given(st.lists(records, max_size=12), st.sampled_from(["eu", "us", "ap"]))
+def test_properties(pool: list[TransceiverInfo], region: str) -> None:
+    out = place(pool, region, NOW, rng=random.Random(0))
+    assert all(accepts_calls(t, NOW) for t in out)
+    assert len(out) == sum(1 for t in pool if accepts_calls(t, NOW))
+    local = [t for t in out if t.region == region]
+    assert out[: len(local)] == local
+    for group in (local, out[len(local) :]):
+        loads = [t.active / t.capacity for t in group]
+        assert loads == sorted(loads)
