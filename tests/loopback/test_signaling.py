@@ -158,7 +158,7 @@ class FakeTransceiver:
             {
                 "id": self.id,
                 "region": self.region,
-                "cluster": "c1",
+                "cluster": 7,  # the real transceiver reports its route-token number
                 "api_url": "http://0.0.0.0:1",  # a bind address; signaling must not use it
                 "capacity": self.capacity,
                 "active": len(self.live),
@@ -327,10 +327,10 @@ async def test_openai_sdk_calls_and_client_secrets(start: Start, one: FakeTransc
         assert secret.value.startswith("ek_")
         assert secret.session.model == "echo"
 
-        with pytest.raises(openai.AuthenticationError) as info:
-            await openai.AsyncOpenAI(
-                base_url=f"{server.url}/v1", api_key="wrong", max_retries=0
-            ).realtime.calls.create(sdp=OFFER)
+        wrong = openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0)
+        async with wrong:
+            with pytest.raises(openai.AuthenticationError) as info:
+                await wrong.realtime.calls.create(sdp=OFFER)
         assert info.value.code == "invalid_api_key"
     finally:
         await client.close()
@@ -928,6 +928,7 @@ async def test_health_polling_publishes_and_drops(
         [info] = await registry.transceivers()
         assert info.api_url == polled.url  # the configured URL, not what it claims
         assert info.capacity == polled.capacity
+        assert info.cluster == "7"
         async with http.post(
             f"{server.url}/v1/realtime/calls", data=OFFER, headers=SDP_HEADERS
         ) as resp:
@@ -949,7 +950,10 @@ async def test_health_polling_publishes_and_drops(
         polled.healthy = True
         assert await wait_for(present)
         async with http.get(f"{server.url}/healthz") as resp:
-            assert await resp.json() == {"status": "ok", "transceivers": 1, "accepting": 1}
+            assert await resp.json() == {
+                "status": "ok",
+                "transceivers": {"known": 1, "healthy": 1, "accepting": 1},
+            }
         await server.close()
     # Once the app stops, polling stops: no check is in flight or scheduled.
     checks = polled.health_checks
@@ -972,7 +976,7 @@ async def test_healthz_and_metrics(
         assert resp.status == 401
     async with http.get(f"{server.url}/healthz") as resp:
         assert resp.status == 200
-        assert (await resp.json())["accepting"] == 1
+        assert (await resp.json())["transceivers"]["accepting"] == 1
     async with http.get(f"{server.url}/metrics") as resp:
         assert resp.status == 200
         assert resp.content_type == "text/plain"

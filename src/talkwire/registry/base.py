@@ -15,7 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 @dataclass(frozen=True, slots=True)
 class TransceiverInfo:
-    """What a transceiver says about itself; ``updated_at`` is unix seconds."""
+    """What a transceiver says about itself; ``updated_at`` is unix seconds,
+    ``cluster`` the cluster's name or its route-token number as text."""
 
     id: str
     api_url: str
@@ -41,6 +42,11 @@ class TransceiverInfo:
         if not isinstance(data, Mapping):
             raise ValueError("transceiver info must be a JSON object")
         out: dict[str, Any] = {}
+        cluster = data.get("cluster")
+        # Route tokens number clusters 0..255; a transceiver may report that
+        # number rather than a name. Either way it is kept as text.
+        if isinstance(cluster, int) and not isinstance(cluster, bool) and cluster >= 0:
+            data = {**data, "cluster": str(cluster)}
         for name in ("id", "api_url", "region", "cluster"):
             value = data.get(name)
             if not isinstance(value, str) or not value:

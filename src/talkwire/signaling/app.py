@@ -22,7 +22,7 @@ from talkwire.signaling.config import SignalingConfig
 from talkwire.signaling.errors import SERVER_ERROR, ApiError, bad_request, error_response
 from talkwire.signaling.health import HealthPoller
 from talkwire.signaling.offer import too_large
-from talkwire.signaling.placement import accepts_calls
+from talkwire.signaling.placement import accepts_calls, is_healthy
 from talkwire.signaling.state import STATE, SignalingState, state
 
 log = logging.getLogger("talkwire.signaling")
@@ -126,9 +126,14 @@ async def handle_client_secrets(request: web.Request) -> web.Response:
 async def handle_healthz(request: web.Request) -> web.Response:
     st = state(request)
     now = st.clock()
+    max_age = st.config.health_max_age_s
     infos = await st.registry.transceivers()
-    ready = sum(1 for t in infos if accepts_calls(t, now, st.config.health_max_age_s))
-    return web.json_response({"status": "ok", "transceivers": len(infos), "accepting": ready})
+    counts = {
+        "known": len(infos),
+        "healthy": sum(1 for t in infos if is_healthy(t, now, max_age)),
+        "accepting": sum(1 for t in infos if accepts_calls(t, now, max_age)),
+    }
+    return web.json_response({"status": "ok", "transceivers": counts})
 
 
 async def handle_metrics(request: web.Request) -> web.Response:

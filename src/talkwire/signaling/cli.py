@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ from talkwire.signaling.regions import RegionTable, parse_region_table
 from talkwire.signaling.server import parse_listen, start_signaling
 
 API_KEY_ENV = "TALKWIRE_API_KEY"
+LOG_ENV = "TALKWIRE_LOG"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,8 +120,17 @@ async def _serve(config: SignalingConfig, host: str, port: int) -> None:
         await server.close()
 
 
+def _logging() -> None:
+    level = os.environ.get(LOG_ENV, "WARNING").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise ConfigError(f"${LOG_ENV}: unknown log level {level!r}")
+    # stderr, so stdout carries only the ready line.
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    _logging()
     host, port = parse_listen(args.listen)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_serve(config, host, port))
