@@ -974,6 +974,10 @@ async def test_healthz_and_metrics(
         assert resp.status == 201
     async with http.post(f"{server.url}/v1/realtime/calls", data=OFFER) as resp:
         assert resp.status == 401
+    async with http.post(
+        f"{server.url}/v1/realtime/calls", data=_oversize_stream(), headers=SDP_HEADERS
+    ) as resp:
+        assert resp.status == 413
     async with http.get(f"{server.url}/healthz") as resp:
         assert resp.status == 200
         assert (await resp.json())["transceivers"]["accepting"] == 1
@@ -983,6 +987,8 @@ async def test_healthz_and_metrics(
         text = await resp.text()
     assert 'talkwire_signaling_calls_total{status="201"} 1.0' in text
     assert 'talkwire_signaling_calls_total{status="401"} 1.0' in text
+    assert 'talkwire_signaling_calls_total{status="413"} 1.0' in text
+    assert 'status="500"' not in text
     assert "talkwire_signaling_call_setup_seconds_count 1.0" in text
     assert API_KEY not in text
 

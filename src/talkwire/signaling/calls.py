@@ -3,6 +3,7 @@ authenticate, read the offer, pick a transceiver, forward, remember the call."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
@@ -27,6 +28,8 @@ log = logging.getLogger("talkwire.signaling.calls")
 # A failing transceiver costs the client one forward timeout; one retry on
 # the next candidate bounds the worst case at two.
 MAX_ATTEMPTS = 2
+# nginx's convention for "client closed the request", so it is not a 5xx.
+CLIENT_CLOSED = 499
 _CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
@@ -49,6 +52,9 @@ async def handle_create(request: web.Request) -> web.Response:
         return response
     except ApiError as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED  # the client went away mid-setup
         raise
     finally:
         st.metrics.calls.labels(str(status)).inc()

@@ -72,7 +72,10 @@ async def read_offer(request: web.Request, max_bytes: int) -> tuple[str, Any]:
         raise too_large(max_bytes)
     content_type = request.content_type
     if content_type == SDP_TYPE:
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise too_large(max_bytes) from None
         return _text(raw, "sdp"), None
     if content_type == MULTIPART_TYPE:
         try:
