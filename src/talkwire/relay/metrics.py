@@ -1,0 +1,102 @@
+"""Relay counters: a shared-memory layout the workers write and a Prometheus collector.
+
+Each worker owns one row of a ``multiprocessing.RawArray`` of uint64 and
+overwrites it with its plain local counters once per drained batch; the
+supervisor reads every row when ``/metrics`` is scraped. Single writer per
+row and aligned 64-bit stores: no lock is needed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator, MutableSequence, Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from talkwire.relay.router import Drop, FlowSource, Router
+
+
+class Slot(enum.IntEnum):
+    """Fixed columns of a worker's row; created and drop counters follow."""
+
+    TO_TRANSCEIVER_PACKETS = 0
+    TO_TRANSCEIVER_BYTES = 1
+    TO_CLIENT_PACKETS = 2
+    TO_CLIENT_BYTES = 3
+    FLOWS = 4
+    FLOWS_EXPIRED = 5
+    PEER_SYNC_ERRORS = 6
+
+
+CREATED_BASE = len(Slot)
+DROPS_BASE = CREATED_BASE + len(FlowSource)
+SLOTS = DROPS_BASE + len(Drop)
+
+DIRECTIONS = (
+    ("to_transceiver", Slot.TO_TRANSCEIVER_PACKETS, Slot.TO_TRANSCEIVER_BYTES),
+    ("to_client", Slot.TO_CLIENT_PACKETS, Slot.TO_CLIENT_BYTES),
+)
+
+
+def publish_router(row: MutableSequence[int], router: Router, peer_errors: int) -> None:
+    """Copy the router's slow-path counters into a worker's row (not per packet)."""
+    row[Slot.FLOWS] = len(router.table)
+    row[Slot.FLOWS_EXPIRED] = router.table.expired
+    row[Slot.PEER_SYNC_ERRORS] = peer_errors
+    row[CREATED_BASE:DROPS_BASE] = router.created
+    row[DROPS_BASE:SLOTS] = router.drops
+
+
+class RelayCollector(Collector):
+    """Exposes every worker's row with a ``worker`` label (sum in PromQL to aggregate)."""
+
+    def __init__(self, rows: Sequence[Sequence[int]], alive: Callable[[], Sequence[bool]]) -> None:
+        self._rows = rows
+        self._alive = alive
+
+    def collect(self) -> Iterator[Metric]:
+        packets = CounterMetricFamily(
+            "talkwire_relay_packets",
+            "Datagrams forwarded, by direction",
+            labels=["worker", "direction"],
+        )
+        octets = CounterMetricFamily(
+            "talkwire_relay_bytes",
+            "Payload bytes forwarded (without the encapsulation header), by direction",
+            labels=["worker", "direction"],
+        )
+        flows = GaugeMetricFamily(
+            "talkwire_relay_flows", "Flows in the worker's table", labels=["worker"]
+        )
+        created = CounterMetricFamily(
+            "talkwire_relay_flows_created",
+            "Flows created, by what created them",
+            labels=["worker", "source"],
+        )
+        expired = CounterMetricFamily(
+            "talkwire_relay_flows_expired", "Flows removed after idling", labels=["worker"]
+        )
+        drops = CounterMetricFamily(
+            "talkwire_relay_drops", "Datagrams dropped, by reason", labels=["worker", "reason"]
+        )
+        sync_errors = CounterMetricFamily(
+            "talkwire_relay_peer_sync_errors",
+            "Flow announcements to sibling workers that could not be sent",
+            labels=["worker"],
+        )
+        for index, row in enumerate(self._rows):
+            worker = str(index)
+            for direction, packet_slot, byte_slot in DIRECTIONS:
+                packets.add_metric([worker, direction], row[packet_slot])
+                octets.add_metric([worker, direction], row[byte_slot])
+            flows.add_metric([worker], row[Slot.FLOWS])
+            expired.add_metric([worker], row[Slot.FLOWS_EXPIRED])
+            sync_errors.add_metric([worker], row[Slot.PEER_SYNC_ERRORS])
+            for source in FlowSource:
+                created.add_metric([worker, source.label], row[CREATED_BASE + source])
+            for reason in Drop:
+                drops.add_metric([worker, reason.label], row[DROPS_BASE + reason])
+        alive = GaugeMetricFamily("talkwire_relay_workers_alive", "Worker processes running")
+        alive.add_metric([], sum(self._alive()))
+        yield from (packets, octets, flows, created, expired, drops, sync_errors, alive)

@@ -1,0 +1,332 @@
+"""Routing decisions for the relay, sans-IO: bytes, addresses and time in, decisions out.
+
+Public side: a datagram from a client either follows its flow (``Flow``: next
+hop and the precomputed encapsulation header) or is dropped (``Drop``, a
+reason). Only a STUN binding request whose server ufrag verifies as a route
+token creates a flow. Internal side: a datagram from a trusted transceiver
+network names the client in its header; it is sent on (``ReturnRoute``) and
+(re)creates that client's flow, which is how a restarted relay recovers.
+
+Nothing here raises on bad input, answers a source, or logs: every refusal is
+a ``Drop`` counted in ``drops``.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import socket
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from talkwire import encap, route_token, stun
+from talkwire.errors import EncapError, StunError, TokenError
+from talkwire.relay.flows import Address, Flow, FlowStore, FlowTable, NullFlowStore, StoredFlow
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+# Bounded so a flood from many untrusted sources cannot grow it without limit.
+_TRUST_CACHE_SIZE = 4096
+_STUN_FIRST_BYTES = range(4)  # RFC 7983: 0..3
+_PORT = struct.Struct("!H")
+
+
+class Drop(enum.IntEnum):
+    """Why a datagram was not forwarded. Values index ``Router.drops``."""
+
+    TOO_SHORT = 0
+    NOT_STUN = 1
+    NOT_BINDING_REQUEST = 2
+    MALFORMED_STUN = 3
+    NO_USERNAME = 4
+    BAD_USERNAME = 5
+    BAD_TOKEN = 6
+    UNKNOWN_KEY = 7
+    BAD_MAC = 8
+    UNKNOWN_CLUSTER = 9
+    BAD_INTEGRITY = 10
+    WRONG_FAMILY = 11
+    TABLE_FULL = 12
+    UNTRUSTED_SOURCE = 13
+    BAD_HEADER = 14
+    UNKNOWN_INGRESS = 15
+    SEND_FAILED = 16  # counted by the I/O layer: the socket refused the datagram
+    INTERNAL_ERROR = 17  # counted by the I/O layer: a bug caught so the worker lives
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class FlowSource(enum.IntEnum):
+    """How a flow came to be. Values index ``Router.created``."""
+
+    STUN = 0
+    RETURN = 1
+    PEER = 2  # announced by a sibling worker that learned it from return traffic
+    STORE = 3  # found in the shared flow cache
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class ReturnRoute(NamedTuple):
+    """Send ``data[HEADER_SIZE:]`` to ``client`` from public socket ``ingress``."""
+
+    ingress: int
+    client: Address
+
+
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    """Everything the router decides with. Families are 4 or 6."""
+
+    keyring: route_token.Keyring
+    cluster: int
+    ingress_families: Sequence[int]
+    internal_family: int = 4
+    cluster_ingress: Mapping[int, tuple[str, int]] = field(default_factory=dict)
+    trusted: Sequence[Network] = LOOPBACK
+    verify_integrity: bool = False
+
+
+def _family(ip: str) -> int:
+    return 6 if ":" in ip else 4
+
+
+def _client_key(ip: str, port: int, family: int) -> Address | None:
+    """The dict key a socket of ``family`` would have produced, or None on a mismatch."""
+    if _family(ip) != family:
+        return None
+    return (ip, port) if family == 4 else (ip, port, 0, 0)
+
+
+def encode_peer_flow(header: bytes, hop: Address) -> bytes:
+    """A flow announcement between sibling workers: encap header + hop IP + hop port."""
+    af = socket.AF_INET6 if _family(hop[0]) == 6 else socket.AF_INET
+    return header + socket.inet_pton(af, hop[0]) + _PORT.pack(hop[1])
+
+
+def decode_peer_flow(message: bytes) -> tuple[encap.EncapHeader, Address] | None:
+    size = len(message) - encap.HEADER_SIZE - _PORT.size
+    if size not in (4, 16):
+        return None
+    try:
+        header = encap.unpack_header(message)
+    except EncapError:
+        return None
+    af = socket.AF_INET if size == 4 else socket.AF_INET6
+    ip = socket.inet_ntop(af, message[encap.HEADER_SIZE : encap.HEADER_SIZE + size])
+    (port,) = _PORT.unpack_from(message, encap.HEADER_SIZE + size)
+    hop = _client_key(ip, port, 4 if size == 4 else 6)
+    return (header, hop) if hop is not None and port else None
+
+
+class Router:
+    """Decides, counts, and keeps the flow table; the I/O layer only moves bytes."""
+
+    def __init__(
+        self,
+        settings: RouterSettings,
+        table: FlowTable,
+        store: FlowStore | None = None,
+    ) -> None:
+        if len(table.by_ingress) != len(settings.ingress_families):
+            raise ValueError("flow table and settings disagree on the number of ingresses")
+        self.settings = settings
+        self.table = table
+        self.store: FlowStore = store if store is not None else NullFlowStore()
+        self.drops = [0] * len(Drop)
+        self.created = [0] * len(FlowSource)
+        # Flows learned from return traffic, for the I/O layer to announce to
+        # sibling workers (the kernel may hash that client to one of them).
+        self.announcements: list[bytes] = []
+        self._keyring = settings.keyring
+        self._families = tuple(settings.ingress_families)
+        self._hops: dict[int, Address] = {}
+        for cluster, (ip, port) in settings.cluster_ingress.items():
+            hop = _client_key(ip, port, _family(ip))
+            assert hop is not None
+            self._hops[cluster] = hop
+        self._trust_cache: dict[str, bool] = {}
+
+    # -- public side -------------------------------------------------------
+
+    def from_public(
+        self, data: bytes | bytearray | memoryview, client: Address, ingress: int, now: float
+    ) -> Flow | Drop:
+        """Route a client datagram: the flow to forward on, or why it is dropped."""
+        flow = self.table.by_ingress[ingress].get(client)
+        if flow is not None:
+            flow.seen = now
+            return flow
+        return self.from_new_client(data, client, ingress, now)
+
+    def from_new_client(
+        self, data: bytes | bytearray | memoryview, client: Address, ingress: int, now: float
+    ) -> Flow | Drop:
+        """The slow path, for a client with no flow (the loop did the lookup)."""
+        decision = self._new_client(data, client, ingress, now)
+        if isinstance(decision, Drop):
+            self.drops[decision] += 1
+        return decision
+
+    def _new_client(
+        self, data: bytes | bytearray | memoryview, client: Address, ingress: int, now: float
+    ) -> Flow | Drop:
+        if not data:
+            return Drop.TOO_SHORT
+        if data[0] not in _STUN_FIRST_BYTES:
+            return self._from_store(client, ingress, now)
+        try:
+            username = stun.binding_request_username(data)
+        except StunError as exc:
+            # The codec has one error type; this is its message for that case.
+            return Drop.NO_USERNAME if "without USERNAME" in str(exc) else Drop.MALFORMED_STUN
+        if username is None:
+            return Drop.NOT_BINDING_REQUEST
+        try:
+            server_ufrag, _ = stun.split_username(username)
+        except StunError:
+            return Drop.BAD_USERNAME
+        try:
+            token = route_token.verify(self._keyring, server_ufrag)
+        except TokenError:
+            return self._token_failure(server_ufrag)
+        if token.cluster == self.settings.cluster:
+            ip, port = token.address
+            hop = _client_key(ip, port, _family(ip))
+        else:
+            hop = self._hops.get(token.cluster)
+            if hop is None:
+                return Drop.UNKNOWN_CLUSTER
+        if hop is None or _family(hop[0]) != self.settings.internal_family:
+            return Drop.WRONG_FAMILY
+        if self.settings.verify_integrity:
+            password = route_token.ice_password(self._keyring, server_ufrag)
+            try:
+                if not stun.verify_message_integrity(data, password):
+                    return Drop.BAD_INTEGRITY
+            except StunError:
+                return Drop.MALFORMED_STUN
+        return self._create(client, ingress, hop, now, FlowSource.STUN)
+
+    def _token_failure(self, ufrag: bytes) -> Drop:
+        # Only on the failure path: tell apart garbage, an unknown key and a forgery.
+        try:
+            token = route_token.decode_unverified(ufrag)
+        except TokenError:
+            return Drop.BAD_TOKEN
+        if token.key_id not in self._keyring.keys:
+            return Drop.UNKNOWN_KEY
+        return Drop.BAD_MAC
+
+    def _from_store(self, client: Address, ingress: int, now: float) -> Flow | Drop:
+        stored = self.store.lookup(client, ingress)
+        if stored is None:
+            return Drop.NOT_STUN
+        return self._create(client, ingress, stored.next_hop, now, FlowSource.STORE)
+
+    def _create(
+        self, client: Address, ingress: int, hop: Address, now: float, source: FlowSource
+    ) -> Flow | Drop:
+        try:
+            flow = self.table.add(client, ingress, hop, now)
+        except EncapError:
+            return Drop.BAD_HEADER  # an address the header cannot carry (port 0)
+        if flow is None:
+            return Drop.TABLE_FULL
+        self.created[source] += 1
+        if source in (FlowSource.STUN, FlowSource.RETURN):
+            self.store.record(StoredFlow(client, ingress, flow.hop))
+        return flow
+
+    # -- internal side -----------------------------------------------------
+
+    def from_internal(
+        self, data: bytes | bytearray | memoryview, source: Address, now: float
+    ) -> ReturnRoute | Drop:
+        """Route a transceiver datagram back to its client, or why it is dropped."""
+        decision = self._from_internal(data, source, now)
+        if isinstance(decision, Drop):
+            self.drops[decision] += 1
+        return decision
+
+    def _from_internal(
+        self, data: bytes | bytearray | memoryview, source: Address, now: float
+    ) -> ReturnRoute | Drop:
+        if not self.is_trusted(source[0]):
+            return Drop.UNTRUSTED_SOURCE
+        if len(data) < encap.HEADER_SIZE:
+            return Drop.TOO_SHORT
+        try:
+            header = encap.unpack_header(data)
+        except EncapError:
+            return Drop.BAD_HEADER
+        ingress = header.ingress
+        if ingress >= len(self._families):
+            return Drop.UNKNOWN_INGRESS
+        ip, port = header.client
+        client = _client_key(ip, port, self._families[ingress])
+        if client is None:
+            return Drop.BAD_HEADER
+        flow = self.table.by_ingress[ingress].get(client)
+        if flow is None or flow.hop != source:
+            created = flow is None
+            flow = self.table.add(client, ingress, source, now)
+            if flow is None:
+                # The return path is stateless: the packet still goes out; the
+                # client's own packets will meet TABLE_FULL on the public side.
+                return ReturnRoute(ingress, client)
+            if created:
+                self.created[FlowSource.RETURN] += 1
+                self.store.record(StoredFlow(client, ingress, flow.hop))
+            self.announcements.append(encode_peer_flow(flow.header, flow.hop))
+        else:
+            flow.seen = now
+        return ReturnRoute(ingress, client)
+
+    def is_trusted(self, ip: str) -> bool:
+        trusted = self._trust_cache.get(ip)
+        if trusted is None:
+            try:
+                address = ipaddress.ip_address(ip)
+            except ValueError:
+                return False
+            trusted = any(address in net for net in self.settings.trusted)
+            if len(self._trust_cache) >= _TRUST_CACHE_SIZE:
+                self._trust_cache.clear()
+            self._trust_cache[ip] = trusted
+        return trusted
+
+    # -- sibling workers ---------------------------------------------------
+
+    def learn_from_peer(self, message: bytes, now: float) -> bool:
+        """Apply a sibling's announcement; False when it is unusable."""
+        decoded = decode_peer_flow(message)
+        if decoded is None:
+            return False
+        header, hop = decoded
+        ingress = header.ingress
+        if ingress >= len(self._families):
+            return False
+        ip, port = header.client
+        client = _client_key(ip, port, self._families[ingress])
+        if client is None:
+            return False
+        flow = self.table.by_ingress[ingress].get(client)
+        if flow is not None and flow.hop == hop:
+            return True
+        created = flow is None
+        if self.table.add(client, ingress, hop, now) is None:
+            return False
+        if created:
+            self.created[FlowSource.PEER] += 1
+        return True

@@ -1,0 +1,276 @@
+"""A relay worker: its sockets and the forwarding loop.
+
+``forward`` is the whole data plane of one worker and needs nothing but bound
+sockets, a Router and a stop fd, so a benchmark can run it in-process. The
+loop waits in epoll, then drains each ready socket with ``recvfrom_into`` into
+one preallocated buffer until it would block (bounded per wake-up so no socket
+starves the others). Client -> transceiver goes out with ``sendmsg`` gathering
+the flow's precomputed header and a view of the buffer (no concatenation);
+transceiver -> client with ``sendto`` of a view past the header. Counters are
+local ints, written to the shared-memory row once per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import time
+from collections.abc import Callable, MutableSequence, Sequence
+from dataclasses import dataclass, field
+
+from talkwire.encap import HEADER_SIZE
+from talkwire.relay.flows import Address, Flow
+from talkwire.relay.metrics import Slot, publish_router
+from talkwire.relay.router import Drop, ReturnRoute, Router
+
+log = logging.getLogger(__name__)
+
+# Larger than any UDP payload, so recvfrom_into never truncates.
+BUFFER_SIZE = 65536
+DEFAULT_TICK = 0.25
+DEFAULT_DRAIN_LIMIT = 512
+_PEER_MESSAGE_MAX = 128
+_PUBLIC, _INTERNAL, _PEER, _STOP = range(4)
+
+
+@dataclass
+class WorkerSockets:
+    """One worker's sockets. ``public[i]`` is ingress index ``i`` in every header."""
+
+    public: list[socket.socket]
+    internal: socket.socket
+    # Sibling channel: receive announcements on peer_rx, send on each peer_tx.
+    peer_rx: socket.socket | None = None
+    peer_tx: list[socket.socket] = field(default_factory=list)
+
+    def close(self) -> None:
+        for sock in (*self.public, self.internal, *self.peer_tx):
+            sock.close()
+        if self.peer_rx is not None:
+            self.peer_rx.close()
+
+
+def _family(address: Address) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+
+
+def _udp_socket(address: Address, socket_buffer: int) -> socket.socket:
+    sock = socket.socket(_family(address), socket.SOCK_DGRAM)
+    try:
+        if sock.family == socket.AF_INET6:
+            # One family per socket: a v4-mapped client on a v6 socket would
+            # need a second key form in the flow table.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if socket_buffer > 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, socket_buffer)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, socket_buffer)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def open_public(address: Address, socket_buffer: int = 0) -> socket.socket:
+    """A public socket sharing its port with the other workers (SO_REUSEPORT)."""
+    sock = _udp_socket(address, socket_buffer)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def open_internal(address: Address, socket_buffer: int = 0) -> socket.socket:
+    """This worker's own transceiver-facing socket; replies come back to it."""
+    sock = _udp_socket(address, socket_buffer)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def open_worker_sockets(
+    public: Sequence[Address], internal: Address, socket_buffer: int = 0
+) -> WorkerSockets:
+    """Bind every public address and the internal one; OSError names nothing, callers do."""
+    opened: list[socket.socket] = []
+    try:
+        for address in public:
+            opened.append(open_public(address, socket_buffer))
+        return WorkerSockets(opened, open_internal(internal, socket_buffer))
+    except OSError:
+        for sock in opened:
+            sock.close()
+        raise
+
+
+class _Announcer:
+    """Sends flow announcements to sibling workers; never blocks, counts failures."""
+
+    def __init__(self, peers: Sequence[socket.socket]) -> None:
+        self._sends = [peer.send for peer in peers]
+        self.errors = 0
+
+    def send(self, messages: list[bytes]) -> None:
+        for message in messages:
+            for send in self._sends:
+                try:
+                    send(message)
+                except OSError:
+                    self.errors += 1
+        messages.clear()
+
+
+def forward(
+    socks: WorkerSockets,
+    router: Router,
+    stop_fd: int,
+    row: MutableSequence[int] | None = None,
+    *,
+    tick: float = DEFAULT_TICK,
+    drain_limit: int = DEFAULT_DRAIN_LIMIT,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Forward until ``stop_fd`` is readable (a byte written, or EOF when its writer dies).
+
+    ``row`` receives the counters (see ``metrics.Slot``); every ``tick`` seconds
+    the flow table is swept for idle flows.
+    """
+    table = router.table
+    drops = router.drops
+    buf = bytearray(BUFFER_SIZE)
+    view = memoryview(buf)
+    flows_by_ingress = table.by_ingress
+    public_recv = [sock.recvfrom_into for sock in socks.public]
+    public_sendto = [sock.sendto for sock in socks.public]
+    internal_recv = socks.internal.recvfrom_into
+    internal_send = socks.internal.sendmsg
+    new_client = router.from_new_client
+    from_internal = router.from_internal
+    announcements = router.announcements
+    announcer = _Announcer(socks.peer_tx)
+    peer_rx = socks.peer_rx
+    roles: dict[int, tuple[int, int]] = {}
+    epoll = select.epoll()
+    for index, sock in enumerate(socks.public):
+        roles[sock.fileno()] = (_PUBLIC, index)
+    roles[socks.internal.fileno()] = (_INTERNAL, 0)
+    if socks.peer_rx is not None:
+        roles[socks.peer_rx.fileno()] = (_PEER, 0)
+    roles[stop_fd] = (_STOP, 0)
+    for fd in roles:
+        epoll.register(fd, select.EPOLLIN)
+
+    to_t_packets = to_t_bytes = to_c_packets = to_c_bytes = 0
+    next_tick = clock()
+    failures = 0
+    try:
+        while True:
+            events = epoll.poll(tick)
+            now = clock()
+            slow = False
+            for fd, _mask in events:
+                role, index = roles[fd]
+                if role == _PUBLIC:
+                    recv = public_recv[index]
+                    flows = flows_by_ingress[index]
+                    for _ in range(drain_limit):
+                        try:
+                            n, client = recv(buf)
+                        except BlockingIOError:
+                            break
+                        flow = flows.get(client)
+                        if flow is None and peer_rx is not None:
+                            # A sibling may have just announced this client (it sent
+                            # the announcement before the reply that prompted this packet).
+                            _drain_peers(peer_rx, router, now, drain_limit)
+                            flow = flows.get(client)
+                        if flow is None:
+                            slow = True
+                            try:
+                                decision = new_client(view[:n], client, index, now)
+                            except Exception:
+                                failures = _internal_error(drops, failures)
+                                continue
+                            if type(decision) is not Flow:
+                                continue
+                            flow = decision
+                        flow.seen = now
+                        try:
+                            internal_send([flow.header, view[:n]], (), 0, flow.hop)
+                        except OSError:
+                            drops[Drop.SEND_FAILED] += 1
+                            slow = True
+                            continue
+                        to_t_packets += 1
+                        to_t_bytes += n
+                elif role == _INTERNAL:
+                    for _ in range(drain_limit):
+                        try:
+                            n, source = internal_recv(buf)
+                        except BlockingIOError:
+                            break
+                        try:
+                            route = from_internal(view[:n], source, now)
+                        except Exception:
+                            failures = _internal_error(drops, failures)
+                            continue
+                        if type(route) is not ReturnRoute:
+                            slow = True
+                            continue
+                        if announcements:
+                            # Before the reply: the client's answer may hash to a sibling.
+                            announcer.send(announcements)
+                            slow = True
+                        try:
+                            public_sendto[route.ingress](view[HEADER_SIZE:n], route.client)
+                        except OSError:
+                            drops[Drop.SEND_FAILED] += 1
+                            slow = True
+                            continue
+                        to_c_packets += 1
+                        to_c_bytes += n - HEADER_SIZE
+                elif role == _PEER:
+                    assert peer_rx is not None
+                    _drain_peers(peer_rx, router, now, drain_limit)
+                    slow = True
+                else:
+                    return
+            if now >= next_tick:
+                table.sweep(now)
+                next_tick = now + tick
+                slow = True
+            if row is not None:
+                row[Slot.TO_TRANSCEIVER_PACKETS] = to_t_packets
+                row[Slot.TO_TRANSCEIVER_BYTES] = to_t_bytes
+                row[Slot.TO_CLIENT_PACKETS] = to_c_packets
+                row[Slot.TO_CLIENT_BYTES] = to_c_bytes
+                if slow:
+                    publish_router(row, router, announcer.errors)
+    finally:
+        epoll.close()
+
+
+def _drain_peers(peer_rx: socket.socket, router: Router, now: float, limit: int) -> None:
+    for _ in range(limit):
+        try:
+            message = peer_rx.recv(_PEER_MESSAGE_MAX)
+        except BlockingIOError:
+            return
+        router.learn_from_peer(message, now)
+
+
+def _internal_error(drops: list[int], failures: int) -> int:
+    # A bug, not bad input (the router drops that): keep the worker alive,
+    # count it, and say so once rather than per packet.
+    drops[Drop.INTERNAL_ERROR] += 1
+    if failures == 0:
+        log.exception("relay worker %d: unexpected error routing a datagram", os.getpid())
+    return failures + 1

@@ -1,0 +1,385 @@
+"""talkwire.relay.router: every decision and drop reason, with real codec bytes."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+import aioice.stun
+import pytest
+from aioice.stun import Class, Method
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from talkwire import route_token
+from talkwire.encap import HEADER_SIZE, pack_header, unpack_header
+from talkwire.relay.flows import Address, Flow, FlowTable, StoredFlow
+from talkwire.relay.router import (
+    Drop,
+    FlowSource,
+    ReturnRoute,
+    Router,
+    RouterSettings,
+    decode_peer_flow,
+    encode_peer_flow,
+)
+
+KEYRING = route_token.Keyring.generate(key_id=1)
+TRANSCEIVER = ("127.0.0.1", 5000)
+CLIENT = ("192.0.2.10", 40000)
+CLUSTER_2_INGRESS = ("127.0.0.2", 6000)
+DTLS = bytes([22]) + b"\xfe\xfd" + bytes(40)
+RTP = bytes([0x80, 111]) + bytes(30)
+
+
+def binding_request(
+    ufrag: str | None,
+    *,
+    password: str | None = None,
+    method: Method = Method.BINDING,
+    message_class: Class = Class.REQUEST,
+) -> bytes:
+    """A binding request as a client sends it (aioice's encoder): USERNAME '<ufrag>:abcd'."""
+    message = aioice.stun.Message(message_method=method, message_class=message_class)
+    if ufrag is not None:
+        message.attributes["USERNAME"] = f"{ufrag}:abcd"
+    message.attributes["PRIORITY"] = 1853824767
+    if password is not None:
+        message.add_message_integrity(password.encode("ascii"))
+    else:
+        message.add_fingerprint()
+    return bytes(message)
+
+
+def make_router(
+    *,
+    capacity: int = 100,
+    families: tuple[int, ...] = (4, 6),
+    verify_integrity: bool = False,
+    store: _DictStore | None = None,
+) -> Router:
+    settings = RouterSettings(
+        keyring=KEYRING,
+        cluster=1,
+        ingress_families=families,
+        internal_family=4,
+        cluster_ingress={2: CLUSTER_2_INGRESS},
+        verify_integrity=verify_integrity,
+    )
+    return Router(settings, FlowTable(len(families), capacity=capacity), store)
+
+
+class _DictStore:
+    """A real in-memory FlowStore (the shape the Redis one will have)."""
+
+    def __init__(self) -> None:
+        self.flows: dict[tuple[Address, int], StoredFlow] = {}
+
+    def record(self, flow: StoredFlow) -> None:
+        self.flows[(flow.client, flow.ingress)] = flow
+
+    def lookup(self, client: Address, ingress: int) -> StoredFlow | None:
+        return self.flows.get((client, ingress))
+
+
+def token(cluster: int = 1, address: tuple[str, int] = TRANSCEIVER) -> str:
+    return route_token.mint(KEYRING, cluster, address)
+
+
+def assert_dropped(router: Router, decision: object, reason: Drop) -> None:
+    assert decision is reason
+    assert router.drops[reason] == 1
+    assert sum(router.drops) == 1
+    assert len(router.table) == 0
+
+
+# -- public side: flow creation --------------------------------------------
+
+
+def test_stun_with_valid_token_creates_a_flow_to_the_token_address() -> None:
+    router = make_router()
+    flow = router.from_public(binding_request(token()), CLIENT, 0, now=1.0)
+    assert isinstance(flow, Flow)
+    assert flow.hop == TRANSCEIVER
+    header = unpack_header(flow.header)
+    assert (header.client, header.ingress) == (CLIENT, 0)
+    assert router.created[FlowSource.STUN] == 1
+    assert sum(router.drops) == 0
+
+
+@pytest.mark.parametrize("packet", [DTLS, RTP, b"\x00\x01garbage-after-the-flow"])
+def test_later_packets_follow_the_flow_without_parsing(packet: bytes) -> None:
+    router = make_router()
+    created = router.from_public(binding_request(token()), CLIENT, 0, now=1.0)
+    assert router.from_public(packet, CLIENT, 0, now=2.0) is created
+    assert isinstance(created, Flow) and created.seen == 2.0
+
+
+def test_ipv6_ingress_keys_flows_like_recvfrom() -> None:
+    router = make_router()
+    client = ("::1", 40000, 0, 0)
+    flow = router.from_public(binding_request(token()), client, 1, now=0.0)
+    assert isinstance(flow, Flow)
+    assert unpack_header(flow.header).client == ("::1", 40000)
+    assert unpack_header(flow.header).ingress == 1
+    assert router.from_public(DTLS, client, 1, now=1.0) is flow
+
+
+def test_other_cluster_goes_to_that_clusters_ingress() -> None:
+    router = make_router()
+    flow = router.from_public(binding_request(token(cluster=2)), CLIENT, 0, now=0.0)
+    assert isinstance(flow, Flow) and flow.hop == CLUSTER_2_INGRESS
+
+
+def test_integrity_checked_when_enabled() -> None:
+    router = make_router(verify_integrity=True)
+    ufrag = token()
+    password = route_token.ice_password(KEYRING, ufrag)
+    assert isinstance(
+        router.from_public(binding_request(ufrag, password=password), CLIENT, 0, 0.0), Flow
+    )
+    other = ("192.0.2.11", 40000)
+    wrong = router.from_public(binding_request(ufrag, password="x" * 32), other, 0, 0.0)
+    assert wrong is Drop.BAD_INTEGRITY
+    unsigned = router.from_public(binding_request(ufrag), other, 0, 0.0)
+    assert unsigned is Drop.BAD_INTEGRITY
+    assert len(router.table) == 1 and router.drops[Drop.BAD_INTEGRITY] == 2
+
+
+def test_integrity_not_required_by_default() -> None:
+    router = make_router()
+    request = binding_request(token(), password="x" * 32)
+    assert isinstance(router.from_public(request, CLIENT, 0, 0.0), Flow)
+
+
+# -- public side: every drop reason ----------------------------------------
+
+
+def _flip_char(ufrag: str, index: int) -> str:
+    replacement = "A" if ufrag[index] != "A" else "B"
+    return ufrag[:index] + replacement + ufrag[index + 1 :]
+
+
+def _with_length(data: bytes, length: int) -> bytes:
+    return data[:2] + struct.pack("!H", length) + data[4:]
+
+
+def _other_keyring_token(key_id: int) -> str:
+    return route_token.mint(route_token.Keyring.generate(key_id=key_id), 1, TRANSCEIVER)
+
+
+DROP_CASES = {
+    "empty": (b"", Drop.TOO_SHORT),
+    "dtls-unknown-client": (DTLS, Drop.NOT_STUN),
+    "rtp-unknown-client": (RTP, Drop.NOT_STUN),
+    "stun-range-no-cookie": (b"\x00\x01" + bytes(30), Drop.NOT_BINDING_REQUEST),
+    "binding-response": (
+        binding_request(token(), message_class=Class.RESPONSE),
+        Drop.NOT_BINDING_REQUEST,
+    ),
+    "binding-indication": (
+        binding_request(token(), message_class=Class.INDICATION),
+        Drop.NOT_BINDING_REQUEST,
+    ),
+    "truncated": (binding_request(token())[:-6], Drop.MALFORMED_STUN),
+    "length-lies": (
+        _with_length(binding_request(token()), len(binding_request(token()))),
+        Drop.MALFORMED_STUN,
+    ),
+    "no-username": (binding_request(None), Drop.NO_USERNAME),
+    "username-without-colon": (
+        binding_request(token()).replace(b":abcd", b"aabcd"),
+        Drop.BAD_USERNAME,
+    ),
+    "short-ufrag": (binding_request("abcd"), Drop.BAD_TOKEN),
+    "unknown-key": (binding_request(_other_keyring_token(key_id=2)), Drop.UNKNOWN_KEY),
+    "other-secret": (binding_request(_other_keyring_token(key_id=1)), Drop.BAD_MAC),
+    "flipped-mac-char": (binding_request(_flip_char(token(), 31)), Drop.BAD_MAC),
+    "flipped-address-char": (binding_request(_flip_char(token(), 6)), Drop.BAD_MAC),
+    "unknown-cluster": (binding_request(token(cluster=7)), Drop.UNKNOWN_CLUSTER),
+    "ipv6-hop-on-ipv4-internal": (
+        binding_request(token(address=("::1", 5000))),
+        Drop.WRONG_FAMILY,
+    ),
+}
+
+
+@pytest.mark.parametrize(("packet", "reason"), DROP_CASES.values(), ids=DROP_CASES.keys())
+def test_public_drops(packet: bytes, reason: Drop) -> None:
+    router = make_router()
+    assert_dropped(router, router.from_public(packet, CLIENT, 0, now=0.0), reason)
+
+
+def test_full_table_refuses_the_next_client_only() -> None:
+    router = make_router(capacity=2)
+    first = router.from_public(binding_request(token()), ("192.0.2.1", 1), 0, 0.0)
+    second = router.from_public(binding_request(token()), ("192.0.2.2", 2), 0, 0.0)
+    third = router.from_public(binding_request(token()), ("192.0.2.3", 3), 0, 0.0)
+    assert isinstance(first, Flow) and isinstance(second, Flow)
+    assert third is Drop.TABLE_FULL and router.drops[Drop.TABLE_FULL] == 1
+    assert router.from_public(DTLS, ("192.0.2.1", 1), 0, 1.0) is first
+    assert router.from_public(DTLS, ("192.0.2.2", 2), 0, 1.0) is second
+
+
+# -- internal side ----------------------------------------------------------
+
+
+def test_return_packet_routes_to_client_and_creates_the_flow() -> None:
+    router = make_router()
+    packet = pack_header(CLIENT, 0) + DTLS
+    route = router.from_internal(packet, TRANSCEIVER, now=3.0)
+    assert route == ReturnRoute(0, CLIENT)
+    assert router.created[FlowSource.RETURN] == 1
+    # The client's next packet now follows without any STUN (restart recovery).
+    flow = router.from_public(DTLS, CLIENT, 0, now=4.0)
+    assert isinstance(flow, Flow) and flow.hop == TRANSCEIVER
+    assert router.announcements == [encode_peer_flow(flow.header, TRANSCEIVER)]
+
+
+def test_return_packet_retargets_and_only_announces_changes() -> None:
+    router = make_router()
+    router.from_public(binding_request(token()), CLIENT, 0, 0.0)
+    packet = pack_header(CLIENT, 0) + DTLS
+    assert router.from_internal(packet, TRANSCEIVER, 1.0) == ReturnRoute(0, CLIENT)
+    assert router.announcements == []  # flow already pointed there
+    moved = ("127.0.0.3", 5001)
+    assert router.from_internal(packet, moved, 2.0) == ReturnRoute(0, CLIENT)
+    flow = router.table.get(CLIENT, 0)
+    assert flow is not None and flow.hop == moved and flow.seen == 2.0
+    assert len(router.announcements) == 1
+    assert router.created[FlowSource.RETURN] == 0
+
+
+def test_return_packet_to_ipv6_client() -> None:
+    router = make_router()
+    route = router.from_internal(pack_header(("::1", 4000), 1) + RTP, TRANSCEIVER, 0.0)
+    assert route == ReturnRoute(1, ("::1", 4000, 0, 0))
+
+
+def test_return_packet_still_delivered_when_table_full() -> None:
+    router = make_router(capacity=1)
+    router.from_public(binding_request(token()), ("192.0.2.1", 1), 0, 0.0)
+    route = router.from_internal(pack_header(CLIENT, 0) + RTP, TRANSCEIVER, 0.0)
+    assert route == ReturnRoute(0, CLIENT)
+    assert router.table.get(CLIENT, 0) is None and router.announcements == []
+
+
+INTERNAL_DROPS = {
+    "untrusted-source": (pack_header(CLIENT, 0) + DTLS, ("10.0.0.5", 5000), Drop.UNTRUSTED_SOURCE),
+    "untrusted-v6": (
+        pack_header(CLIENT, 0) + DTLS,
+        ("2001:db8::1", 5000, 0, 0),
+        Drop.UNTRUSTED_SOURCE,
+    ),
+    "short": (pack_header(CLIENT, 0)[:20], TRANSCEIVER, Drop.TOO_SHORT),
+    "garbage": (bytes(range(40)), TRANSCEIVER, Drop.BAD_HEADER),
+    "client-port-0": (
+        pack_header(CLIENT, 0)[:4] + b"\0\0" + pack_header(CLIENT, 0)[6:],
+        TRANSCEIVER,
+        Drop.BAD_HEADER,
+    ),
+    "v6-client-on-v4-ingress": (pack_header(("::1", 4000), 0) + DTLS, TRANSCEIVER, Drop.BAD_HEADER),
+    "v4-client-on-v6-ingress": (pack_header(CLIENT, 1) + DTLS, TRANSCEIVER, Drop.BAD_HEADER),
+    "unknown-ingress": (pack_header(CLIENT, 2) + DTLS, TRANSCEIVER, Drop.UNKNOWN_INGRESS),
+}
+
+
+@pytest.mark.parametrize(
+    ("packet", "source", "reason"), INTERNAL_DROPS.values(), ids=INTERNAL_DROPS.keys()
+)
+def test_internal_drops(packet: bytes, source: Address, reason: Drop) -> None:
+    router = make_router()
+    assert_dropped(router, router.from_internal(packet, source, now=0.0), reason)
+    assert router.announcements == []
+
+
+def test_trusted_networks_are_configurable() -> None:
+    settings = RouterSettings(
+        keyring=KEYRING,
+        cluster=1,
+        ingress_families=(4,),
+        trusted=(ipaddress.ip_network("10.0.0.0/8"),),
+    )
+    router = Router(settings, FlowTable(1))
+    packet = pack_header(CLIENT, 0) + DTLS
+    assert router.from_internal(packet, TRANSCEIVER, 0.0) is Drop.UNTRUSTED_SOURCE
+    assert router.from_internal(packet, ("10.1.2.3", 5000), 0.0) == ReturnRoute(0, CLIENT)
+
+
+# -- sibling workers and the shared store -----------------------------------
+
+
+def test_peer_announcement_round_trip() -> None:
+    source = make_router()
+    source.from_internal(pack_header(CLIENT, 0) + DTLS, TRANSCEIVER, 0.0)
+    (message,) = source.announcements
+    decoded = decode_peer_flow(message)
+    assert decoded is not None and decoded[1] == TRANSCEIVER
+    sibling = make_router()
+    assert sibling.learn_from_peer(message, 1.0)
+    flow = sibling.from_public(RTP, CLIENT, 0, 2.0)
+    assert isinstance(flow, Flow) and flow.hop == TRANSCEIVER
+    assert sibling.created[FlowSource.PEER] == 1
+    assert sibling.announcements == []  # never re-announced
+
+
+@pytest.mark.parametrize(
+    "message",
+    [b"", b"x" * 42, pack_header(CLIENT, 0) + b"\x7f\0\0\x01", pack_header(CLIENT, 9) + bytes(6)],
+)
+def test_bad_peer_announcement_is_ignored(message: bytes) -> None:
+    router = make_router()
+    assert not router.learn_from_peer(message, 0.0)
+    assert len(router.table) == 0
+
+
+def test_store_records_created_flows_and_resolves_misses() -> None:
+    store = _DictStore()
+    writer = make_router(store=store)
+    writer.from_public(binding_request(token()), CLIENT, 0, 0.0)
+    assert store.flows[(CLIENT, 0)] == StoredFlow(CLIENT, 0, TRANSCEIVER)
+    reader = make_router(store=store)  # e.g. another relay, or this one restarted
+    flow = reader.from_public(DTLS, CLIENT, 0, 1.0)
+    assert isinstance(flow, Flow) and flow.hop == TRANSCEIVER
+    assert reader.created[FlowSource.STORE] == 1
+
+
+# -- nothing escapes, nothing is created from garbage -----------------------
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_VALID = binding_request(token())
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_fuzz_public_random(data: bytes) -> None:
+    router = make_router()
+    assert isinstance(router.from_public(data, CLIENT, 0, 0.0), Drop)
+    assert len(router.table) == 0
+
+
+@FUZZ
+@given(st.integers(0, len(_VALID) - 1), st.integers(1, 255))
+def test_fuzz_public_one_byte_changed_in_a_valid_request(index: int, xor: int) -> None:
+    data = bytearray(_VALID)
+    data[index] ^= xor
+    router = make_router()
+    decision = router.from_public(bytes(data), CLIENT, 0, 0.0)
+    # A change outside the USERNAME may still verify; inside it never may.
+    if isinstance(decision, Flow):
+        assert decision.hop == TRANSCEIVER
+    else:
+        assert len(router.table) == 0
+
+
+@FUZZ
+@given(st.binary(max_size=80), st.booleans())
+def test_fuzz_internal(data: bytes, with_magic: bool) -> None:
+    router = make_router()
+    if with_magic:
+        data = b"TW\x01\x00" + data
+    decision = router.from_internal(data, TRANSCEIVER, 0.0)
+    if isinstance(decision, ReturnRoute):
+        assert len(data) >= HEADER_SIZE and decision.ingress < 2
+    else:
+        assert len(router.table) == 0
