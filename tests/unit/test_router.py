@@ -250,6 +250,25 @@ def test_return_packet_retargets_and_only_announces_changes() -> None:
     assert router.created[FlowSource.RETURN] == 0
 
 
+def test_return_packet_recreates_a_flow_that_expired() -> None:
+    router = make_router()
+    packet = pack_header(CLIENT, 0) + DTLS
+    assert router.from_internal(packet, TRANSCEIVER, 0.0) == ReturnRoute(0, CLIENT)
+    assert router.table.remove(CLIENT, 0)  # as an idle sweep would
+    # Same header bytes again (the decoded-header cache must not hide the loss).
+    assert router.from_internal(packet, TRANSCEIVER, 1.0) == ReturnRoute(0, CLIENT)
+    assert router.table.get(CLIENT, 0) is not None
+    assert router.created[FlowSource.RETURN] == 2
+    assert len(router.announcements) == 2
+
+
+def test_cached_header_still_checks_trust() -> None:
+    router = make_router()
+    packet = pack_header(CLIENT, 0) + DTLS
+    router.from_internal(packet, TRANSCEIVER, 0.0)
+    assert router.from_internal(packet, ("10.0.0.5", 5000), 1.0) is Drop.UNTRUSTED_SOURCE
+
+
 def test_return_packet_to_ipv6_client() -> None:
     router = make_router()
     route = router.from_internal(pack_header(("::1", 4000), 1) + RTP, TRANSCEIVER, 0.0)

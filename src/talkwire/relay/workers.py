@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 BUFFER_SIZE = 65536
 DEFAULT_TICK = 0.25
 DEFAULT_DRAIN_LIMIT = 512
+# Next hops are transceivers and cluster ingresses: few. Past this, sendto.
+DEFAULT_CONNECTED_HOPS = 1024
 _PEER_MESSAGE_MAX = 128
 _PUBLIC, _INTERNAL, _PEER, _STOP = range(4)
 
@@ -44,6 +46,8 @@ class WorkerSockets:
     # Sibling channel: receive announcements on peer_rx, send on each peer_tx.
     peer_rx: socket.socket | None = None
     peer_tx: list[socket.socket] = field(default_factory=list)
+    # Applied to the connected per-hop sockets the loop opens later.
+    socket_buffer: int = 0
 
     def close(self) -> None:
         for sock in (*self.public, self.internal, *self.peer_tx):
@@ -86,9 +90,14 @@ def open_public(address: Address, socket_buffer: int = 0) -> socket.socket:
 
 
 def open_internal(address: Address, socket_buffer: int = 0) -> socket.socket:
-    """This worker's own transceiver-facing socket; replies come back to it."""
+    """This worker's transceiver-facing socket; replies come back to its address.
+
+    SO_REUSEPORT lets the loop add one connected socket per next hop on the
+    same address (only sockets of the same user may join the group).
+    """
     sock = _udp_socket(address, socket_buffer)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError:
         sock.close()
@@ -104,7 +113,8 @@ def open_worker_sockets(
     try:
         for address in public:
             opened.append(open_public(address, socket_buffer))
-        return WorkerSockets(opened, open_internal(internal, socket_buffer))
+        internal_sock = open_internal(internal, socket_buffer)
+        return WorkerSockets(opened, internal_sock, socket_buffer=socket_buffer)
     except OSError:
         for sock in opened:
             sock.close()
@@ -128,6 +138,47 @@ class _Announcer:
         messages.clear()
 
 
+class _HopSenders:
+    """One connected socket per next hop, each bound to the worker's internal address.
+
+    ``send`` on a connected socket skips the address parsing and route lookup
+    of ``sendto`` (about a tenth of the per-packet cost, measured on loopback).
+    Replies from a hop arrive on its connected socket, since the kernel prefers
+    the exact 4-tuple in a SO_REUSEPORT group; the loop treats every internal
+    socket alike, so a delivery to another one would be harmless.
+    """
+
+    def __init__(self, internal: socket.socket, socket_buffer: int, limit: int) -> None:
+        self._address: Address = internal.getsockname()
+        self._socket_buffer = socket_buffer
+        self._limit = limit
+        self.sockets: list[socket.socket] = []
+        self.sends: dict[Address, Callable[[memoryview], int]] = {}
+
+    def connect(self, hop: Address) -> socket.socket | None:
+        """A new connected socket for ``hop``; None past the limit or on error."""
+        if len(self.sockets) >= self._limit:
+            return None
+        try:
+            sock = open_internal(self._address, self._socket_buffer)
+        except OSError:
+            return None
+        try:
+            sock.connect(hop)
+        except OSError:
+            sock.close()
+            return None
+        self.sockets.append(sock)
+        self.sends[hop] = sock.send
+        return sock
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets.clear()
+        self.sends.clear()
+
+
 def forward(
     socks: WorkerSockets,
     router: Router,
@@ -136,6 +187,7 @@ def forward(
     *,
     tick: float = DEFAULT_TICK,
     drain_limit: int = DEFAULT_DRAIN_LIMIT,
+    max_connected_hops: int = DEFAULT_CONNECTED_HOPS,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Forward until ``stop_fd`` is readable (a byte written, or EOF when its writer dies).
@@ -147,11 +199,16 @@ def forward(
     drops = router.drops
     buf = bytearray(BUFFER_SIZE)
     view = memoryview(buf)
+    # Client datagrams land behind room for the header, which is then copied in
+    # front: one 24-byte copy instead of a concatenation or a sendmsg iovec list.
+    behind_header = view[HEADER_SIZE:]
     flows_by_ingress = table.by_ingress
     public_recv = [sock.recvfrom_into for sock in socks.public]
     public_sendto = [sock.sendto for sock in socks.public]
-    internal_recv = socks.internal.recvfrom_into
-    internal_send = socks.internal.sendmsg
+    internal_recv = [socks.internal.recvfrom_into]
+    internal_sendto = socks.internal.sendto
+    hops = _HopSenders(socks.internal, socks.socket_buffer, max_connected_hops)
+    hop_sends = hops.sends
     new_client = router.from_new_client
     from_internal = router.from_internal
     announcements = router.announcements
@@ -162,11 +219,25 @@ def forward(
     for index, sock in enumerate(socks.public):
         roles[sock.fileno()] = (_PUBLIC, index)
     roles[socks.internal.fileno()] = (_INTERNAL, 0)
-    if socks.peer_rx is not None:
-        roles[socks.peer_rx.fileno()] = (_PEER, 0)
+    if peer_rx is not None:
+        roles[peer_rx.fileno()] = (_PEER, 0)
     roles[stop_fd] = (_STOP, 0)
     for fd in roles:
         epoll.register(fd, select.EPOLLIN)
+
+    def connect_hop(hop: Address) -> Callable[[memoryview], int]:
+        sock = hops.connect(hop)
+        if sock is None:
+            # Past the limit (or connect failed): unconnected, like any UDP relay.
+            def send_unconnected(data: memoryview) -> int:
+                return internal_sendto(data, hop)
+
+            hop_sends[hop] = send_unconnected
+            return send_unconnected
+        roles[sock.fileno()] = (_INTERNAL, len(internal_recv))
+        internal_recv.append(sock.recvfrom_into)
+        epoll.register(sock.fileno(), select.EPOLLIN)
+        return sock.send
 
     to_t_packets = to_t_bytes = to_c_packets = to_c_bytes = 0
     next_tick = clock()
@@ -183,9 +254,11 @@ def forward(
                     flows = flows_by_ingress[index]
                     for _ in range(drain_limit):
                         try:
-                            n, client = recv(buf)
+                            n, client = recv(behind_header)
                         except BlockingIOError:
                             break
+                        except OSError:
+                            continue
                         flow = flows.get(client)
                         if flow is None and peer_rx is not None:
                             # A sibling may have just announced this client (it sent
@@ -195,7 +268,7 @@ def forward(
                         if flow is None:
                             slow = True
                             try:
-                                decision = new_client(view[:n], client, index, now)
+                                decision = new_client(behind_header[:n], client, index, now)
                             except Exception:
                                 failures = _internal_error(drops, failures)
                                 continue
@@ -203,20 +276,30 @@ def forward(
                                 continue
                             flow = decision
                         flow.seen = now
+                        buf[:HEADER_SIZE] = flow.header
                         try:
-                            internal_send([flow.header, view[:n]], (), 0, flow.hop)
+                            send = hop_sends.get(flow.hop)
+                            if send is None:
+                                slow = True
+                                send = connect_hop(flow.hop)
+                            send(view[: n + HEADER_SIZE])
                         except OSError:
+                            # ENOBUFS, or ECONNREFUSED on a connected socket after an
+                            # ICMP unreachable from a hop that went away.
                             drops[Drop.SEND_FAILED] += 1
                             slow = True
                             continue
                         to_t_packets += 1
                         to_t_bytes += n
                 elif role == _INTERNAL:
+                    recv = internal_recv[index]
                     for _ in range(drain_limit):
                         try:
-                            n, source = internal_recv(buf)
+                            n, source = recv(buf)
                         except BlockingIOError:
                             break
+                        except OSError:
+                            continue  # a pending ICMP error on a connected socket
                         try:
                             route = from_internal(view[:n], source, now)
                         except Exception:
@@ -256,6 +339,7 @@ def forward(
                     publish_router(row, router, announcer.errors)
     finally:
         epoll.close()
+        hops.close()
 
 
 def _drain_peers(peer_rx: socket.socket, router: Router, now: float, limit: int) -> None:
