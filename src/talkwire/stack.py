@@ -8,6 +8,7 @@ once it listens; the stack waits on those lines, never on a sleep.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -138,8 +139,8 @@ class Stack:
                 "127.0.0.0/8",
             ],
         )
-        # The relay names its bound public address first (port 0 -> real port).
-        host, _, port = ready.split()[0].rpartition(":")
+        # The relay's ready line is JSON naming its bound public addresses (port 0 -> real port).
+        host, _, port = json.loads(ready)["public"][0].rpartition(":")
         self.relay_address = (host.strip("[]"), int(port))
 
     async def kill(self, name: str) -> None:
