@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -174,3 +177,47 @@ def test_bad_keyring_one_line_error(tmp_path: Path) -> None:
     result = run_cli("--keyring", str(path))
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "secret is 2 bytes" in result.stderr
+
+
+def test_metrics_port_in_use_one_line_error(relay_keyring: KeyringFixture, relay_udp: Udp) -> None:
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        where = format_address(taken.getsockname())
+        result = run_cli(
+            "--keyring",
+            str(relay_keyring[1]),
+            "--listen",
+            "127.0.0.1:0",
+            "--internal",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--metrics",
+            where,
+        )
+    finally:
+        taken.close()
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"talkwire relay: error: cannot bind --metrics {where}")
+
+
+def test_ready_file_and_pinned_workers(relay_start: Start, tmp_path: Path) -> None:
+    ready = tmp_path / "relay.ready"
+    relay = relay_start("--ready-file", str(ready), "--pin-cpus", workers=2)
+    assert json.loads(ready.read_text()) == relay.info
+    allowed = sorted(os.sched_getaffinity(0))
+    pinned = [os.sched_getaffinity(pid) for pid in relay.info["pids"]]
+    assert pinned == [{allowed[i % len(allowed)]} for i in range(2)]
+    assert relay.terminate() == 0
+    assert not ready.exists()  # a stale ready file would mislead the next waiter
+
+
+def test_worker_death_stops_the_relay(relay_start: Start) -> None:
+    relay = relay_start(workers=2)
+    os.kill(relay.info["pids"][1], signal.SIGKILL)
+    assert relay.proc.wait(10) == 1
+    relay.wait_gone()

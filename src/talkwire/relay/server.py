@@ -222,12 +222,12 @@ class Supervisor:
         finally:
             for sock in every:
                 sock.close()
-        self._status = (
-            StatusServer(self.config.metrics, self.rows, self.alive)
-            if self.config.metrics
-            else None
-        )
-        if self._status is not None:
+        if self.config.metrics:
+            try:
+                self._status = StatusServer(self.config.metrics, self.rows, self.alive)
+            except OSError as exc:
+                where = format_address(self.config.metrics)
+                raise ConfigError(f"cannot bind --metrics {where}: {exc.strerror or exc}") from None
             self._status.start()
         return {
             "public": [format_address(a) for a in public],
@@ -266,9 +266,14 @@ class Supervisor:
         text = json.dumps(info, sort_keys=True)
         if self.config.ready_file:
             tmp = f"{self.config.ready_file}.tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-            os.replace(tmp, self.config.ready_file)
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(text + "\n")
+                os.replace(tmp, self.config.ready_file)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot write --ready-file {self.config.ready_file}: {exc.strerror or exc}"
+                ) from None
         print(f"ready {text}", file=self.out, flush=True)
         log.info("relay ready: %s", text)
 

@@ -27,8 +27,8 @@ from talkwire.relay.router import Drop, ReturnRoute, Router
 
 log = logging.getLogger(__name__)
 
-# Larger than any UDP payload, so recvfrom_into never truncates.
-BUFFER_SIZE = 65536
+# Room for the header plus any UDP payload, so recvfrom_into never truncates.
+BUFFER_SIZE = HEADER_SIZE + 65536
 DEFAULT_TICK = 0.25
 DEFAULT_DRAIN_LIMIT = 512
 # Next hops are transceivers and cluster ingresses: few. Past this, sendto.
