@@ -17,13 +17,17 @@ import time
 from collections.abc import Callable
 
 import av
+import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from talkwire.protocol.audio import FRAME_BYTES, FRAME_SAMPLES, RATE, FrameChunker
+from talkwire.protocol.audio import FRAME_SAMPLES, RATE, FrameChunker
+from talkwire.transceiver.resample import Downsampler, Upsampler
 
 FRAME_SECONDS = FRAME_SAMPLES / RATE
-SILENCE = bytes(FRAME_BYTES)
+OUT_RATE = 2 * RATE  # what Opus runs at
+OUT_FRAME_SAMPLES = 2 * FRAME_SAMPLES
+OUT_SILENCE = bytes(OUT_FRAME_SAMPLES * 2 * 2)  # stereo int16
 # Bound on queued agent audio: a stalled peer cannot grow memory without limit.
 MAX_QUEUED_SECONDS = 60
 
@@ -32,34 +36,54 @@ class InboundConverter:
     """Decoded aiortc frames -> 20 ms PCM16 mono frames at the protocol rate."""
 
     def __init__(self) -> None:
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        self._downsampler = Downsampler()
+        # Only for codecs other than Opus (48 kHz): libswresample, then framing.
+        self._resampler: av.AudioResampler | None = None
         self._chunker = FrameChunker()
 
     def convert(self, frame: av.AudioFrame) -> list[bytes]:
+        channels = len(frame.layout.channels)
+        if frame.sample_rate == 2 * RATE and frame.format.name == "s16" and channels <= 2:
+            samples = np.frombuffer(memoryview(frame.planes[0]), dtype=np.int16)[: frame.samples * channels]
+            return list(self._chunker.feed(self._downsampler.process(samples, channels)))
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
         out: list[bytes] = []
         for resampled in self._resampler.resample(frame):
-            pcm = resampled.to_ndarray().tobytes()
-            out.extend(self._chunker.feed(pcm))
+            out.extend(self._chunker.feed(resampled.to_ndarray().tobytes()))
         return out
 
 
 class AgentAudioTrack(MediaStreamTrack):
-    """The call's outbound audio: the agent's voice, silence between turns."""
+    """The call's outbound audio: the agent's voice, silence between turns.
+
+    Frames go out on a 20 ms clock, except that a frame arriving while the
+    line is idle, or up to GRACE late while playing, goes out at once and
+    re-phases the clock: waiting for the next tick would add up to 20 ms, and
+    filling a late frame's slot with silence would delay every later frame of
+    a live stream by 20 ms for good. Backlog from jitter is shed by skipping
+    quiet frames once more than TARGET_BACKLOG frames wait.
+    """
 
     kind = "audio"
+
+    GRACE_S = 0.03
+    TARGET_BACKLOG = 2
+    QUIET_PEAK = 64  # about -54 dBFS
 
     def __init__(self, on_playing: Callable[[bool], None] | None = None) -> None:
         super().__init__()
         self._chunker = FrameChunker()
+        self._upsampler = Upsampler()
         self._frames: collections.deque[bytes] = collections.deque()
         self._arrived = asyncio.Event()
         self._next_at: float | None = None
         self._pts = 0
-        self._time_base = fractions.Fraction(1, RATE)
+        self._time_base = fractions.Fraction(1, OUT_RATE)
         self._playing = False
         self._on_playing = on_playing
         self.frames_played = 0
-        self.first_played_at: float | None = None
+        self.frames_skipped = 0
 
     def push(self, pcm: bytes) -> None:
         for frame in self._chunker.feed(pcm):
@@ -86,40 +110,44 @@ class AgentAudioTrack(MediaStreamTrack):
         if self._next_at is None:
             self._next_at = now
         if self._frames:
-            # Paced: never send ahead of the 20 ms clock.
-            delay = self._next_at - now
-            if delay > 0:
-                await asyncio.sleep(delay)
-            pcm = self._frames.popleft()
+            if self._next_at > now:
+                await asyncio.sleep(self._next_at - now)
         else:
-            # Idle: whichever comes first, agent audio or the next tick.
+            deadline = self._next_at + (self.GRACE_S if self._playing else 0.0)
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), max(0.0, self._next_at - now))
+                await asyncio.wait_for(self._arrived.wait(), max(0.0, deadline - now))
             if self._frames:
-                pcm = self._frames.popleft()
                 self._next_at = time.monotonic()
-            else:
-                pcm = SILENCE
+        self._shed_backlog()
+        pcm = self._frames.popleft() if self._frames else None
         self._next_at += FRAME_SECONDS
-        self._set_playing(pcm is not SILENCE)
+        self._set_playing(pcm is not None)
         return self._frame(pcm)
+
+    def _shed_backlog(self) -> None:
+        while len(self._frames) > self.TARGET_BACKLOG and _is_quiet(self._frames[0]):
+            self._frames.popleft()
+            self.frames_skipped += 1
 
     def _set_playing(self, playing: bool) -> None:
         if playing:
             self.frames_played += 1
-            if self.first_played_at is None:
-                self.first_played_at = time.monotonic()
         if playing != self._playing:
             self._playing = playing
             if self._on_playing is not None:
                 self._on_playing(playing)
 
-    def _frame(self, pcm: bytes) -> av.AudioFrame:
-        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
-        frame.planes[0].update(pcm)
-        frame.sample_rate = RATE
+    def _frame(self, pcm: bytes | None) -> av.AudioFrame:
+        # 48 kHz stereo, exactly one Opus frame: aiortc's encoder passes it through unbuffered.
+        frame = av.AudioFrame(format="s16", layout="stereo", samples=OUT_FRAME_SAMPLES)
+        frame.planes[0].update(OUT_SILENCE if pcm is None else self._upsampler.process(pcm))
+        frame.sample_rate = OUT_RATE
         frame.pts = self._pts
         frame.time_base = self._time_base
-        self._pts += FRAME_SAMPLES
+        self._pts += OUT_FRAME_SAMPLES
         return frame
+
+
+def _is_quiet(pcm: bytes) -> bool:
+    return int(np.abs(np.frombuffer(pcm, dtype=np.int16)).max()) <= AgentAudioTrack.QUIET_PEAK

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import socket
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 from talkwire import encap
 from talkwire.transceiver.demux import Address, Delivery, Demux
@@ -47,8 +47,8 @@ class SharedSocket(asyncio.DatagramProtocol):
         return host, port
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.counters["rx_packets"] += 1
