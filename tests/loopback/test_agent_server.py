@@ -254,6 +254,34 @@ async def test_bad_handshake_gets_error_and_close(
     assert ws.close_code == 1008
 
 
+async def test_handshake_timeout_gets_error_and_close(http: aiohttp.ClientSession) -> None:
+    srv = await start_agent_server(
+        "127.0.0.1", 0, {"echo": EchoAgent}, ServerSettings(handshake_timeout=0.2)
+    )
+    try:
+        ws = await http.ws_connect(f"{srv.url}/v1/agents/echo")
+        events = await receive_until_closed(ws)  # says nothing: the server gives up
+        assert [e["error"]["code"] for e in events] == ["timeout"]
+        assert ws.close_code == 1008
+    finally:
+        await srv.close()
+
+
+async def test_server_close_during_handshake_does_not_wait_for_it(
+    http: aiohttp.ClientSession,
+) -> None:
+    # A handshake timeout far beyond the test's own: closing must not wait for it.
+    srv = await start_agent_server(
+        "127.0.0.1", 0, {"echo": EchoAgent}, ServerSettings(handshake_timeout=3600.0)
+    )
+    ws = await http.ws_connect(f"{srv.url}/v1/agents/echo")
+    assert live_calls(srv.runner.app) == 1
+    closing = asyncio.create_task(srv.close())
+    await receive_until_closed(ws)
+    await asyncio.wait_for(closing, RECEIVE_TIMEOUT)
+    assert ws.close_code == 1001
+
+
 async def test_failing_agent_ends_only_its_own_call(
     server: AgentServer, http: aiohttp.ClientSession
 ) -> None:

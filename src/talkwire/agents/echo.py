@@ -160,7 +160,10 @@ class EchoAgent(Agent):
             self._prefix.append(pcm)
         live = self._live
         if live is None or not live.cancelled:
-            await self._emit(_Out(0.0, pcm, "audio"))
+            if self._delay:
+                await self._emit(_Out(0.0, pcm, "audio"))
+            else:
+                await self.call.send_audio(pcm)
         if vad_event is not None and vad_event.kind == "speech_stopped":
             await self.call.send_event(
                 make_event(

@@ -91,6 +91,7 @@ class _CallConnection:
             asyncio.get_running_loop().create_future()
         )
         self.call: Call | None = None
+        self.agent: Agent | None = None
 
     def end(self, error: ErrorEvent | None, code: int) -> None:
         """Ask for the call to end (the first request wins); returns at once."""
@@ -122,31 +123,24 @@ class _CallConnection:
         )
 
     async def run(self) -> None:
-        agent: Agent | None = None
-        reader: asyncio.Task[None] | None = None
+        reader = asyncio.create_task(self._serve(), name=f"agent call {self._call_id}")
         try:
-            agent = await self._start()
-            if agent is not None and not self._end.done():
-                reader = asyncio.create_task(
-                    self._dispatch(agent), name=f"agent call {self._call_id}"
-                )
-                waiting: set[asyncio.Future[Any]] = {reader, self._end}
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {reader, self._end}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if reader is not None:
-                reader.cancel()
-                await asyncio.wait({reader})
-                if not reader.cancelled() and reader.exception() is not None:
-                    log.error(
-                        "agent call dispatch failed",
-                        exc_info=reader.exception(),
-                        extra={"call_id": self._call_id, "agent": self._agent_name},
-                    )
+            reader.cancel()
+            await asyncio.wait({reader})
+            if not reader.cancelled() and reader.exception() is not None:
+                log.error(
+                    "agent call dispatch failed",
+                    exc_info=reader.exception(),
+                    extra={"call_id": self._call_id, "agent": self._agent_name},
+                )
             if self.call is not None:
                 await self.call.cancel_tasks()
-            if agent is not None:
+            if self.agent is not None:
                 try:
-                    await agent.on_close()
+                    await self.agent.on_close()
                 except Exception as exc:
                     log.error(
                         "agent failed in on_close",
@@ -159,23 +153,28 @@ class _CallConnection:
             if not self.ws.closed:
                 await self.ws.close(code=code)
 
-    async def _start(self) -> Agent | None:
+    async def _serve(self) -> None:
+        if await self._start():
+            assert self.agent is not None
+            await self._dispatch(self.agent)
+
+    async def _start(self) -> bool:
         """Handshake: the first frame must be session.update; answer session.created."""
         try:
             msg = await self.ws.receive(timeout=self._settings.handshake_timeout)
         except TimeoutError:
             await self._refuse("no session.update within the handshake timeout", "timeout")
-            return None
+            return False
         if msg.type in _CLOSING:
-            return None
+            return False
         if msg.type is not WSMsgType.TEXT:
             await self._refuse("the first frame must be a session.update event", "handshake")
-            return None
+            return False
         try:
             event = parse_event(msg.data)
         except ProtocolError as exc:
             await self._refuse(str(exc), "invalid_event")
-            return None
+            return False
         event_id = event.get("event_id")
         update = event.get("session")
         if event["type"] != SESSION_UPDATE or not isinstance(update, dict):
@@ -184,11 +183,11 @@ class _CallConnection:
                 "handshake",
                 event_id,
             )
-            return None
+            return False
         problem = declared_format_problem(update)
         if problem is not None:
             await self._refuse(problem, "unsupported_audio_format", event_id)
-            return None
+            return False
 
         call_id = self._call_id or _session_call_id(update) or new_id("call")
         self._call_id = call_id
@@ -197,17 +196,19 @@ class _CallConnection:
         call = Call(call_id, session, self.ws, self.end)
         self.call = call
         try:
-            agent = self._factory(call)
-            effective = await agent.on_start()
+            self.agent = self._factory(call)
+            effective = await self.agent.on_start()
+            if not isinstance(effective, dict):
+                raise TypeError(f"on_start returned {type(effective).__name__}, not a session dict")
         except Exception as exc:
             self._agent_failed("on_start", exc)
-            return None
+            return False
         effective = pin_audio_format(effective)
         effective.setdefault("object", "realtime.session")
         effective.setdefault("id", new_id("sess"))
         call.session = effective
         await call.send_event(make_event(SESSION_CREATED, session=effective))
-        return agent
+        return True
 
     async def _dispatch(self, agent: Agent) -> None:
         ws = self.ws
@@ -276,10 +277,11 @@ class _AgentService:
         )
         if not ws.can_prepare(request).ok:
             return _json_error(426, "this endpoint is a WebSocket", "upgrade_required")
-        await ws.prepare(request)
         conn = _CallConnection(ws, factory, name, call_id, self.settings)
+        # Registered before the upgrade is answered, so a shutdown can never miss it.
         self.calls.add(conn)
         try:
+            await ws.prepare(request)
             await conn.run()
         finally:
             self.calls.discard(conn)
