@@ -51,8 +51,8 @@ class Settings:
 
 
 QUICK = Settings(
-    window=0.4,
-    warmup=0.15,
+    window=0.3,
+    warmup=0.1,
     latency_seconds=0.4,
     creation_flows=10_000,
     memory_flows=10_000,
@@ -161,11 +161,15 @@ class Relay:
         return value
 
     def wait_stable(self, name: str, timeout: float) -> float:
-        """The metric once two readings a tick apart agree (the backlog is drained)."""
+        """The metric once two readings agree (the backlog is drained).
+
+        A worker still at work publishes after every batch, so 0.15 s without a
+        change means it is idle.
+        """
         deadline = time.monotonic() + timeout
         last = self.metric(name)
         while time.monotonic() < deadline:
-            time.sleep(0.3)
+            time.sleep(0.15)
             value = self.metric(name)
             if value == last:
                 return value
@@ -240,6 +244,21 @@ class Lab:
             return Target(f"C {mode} x{len(cpus)}", port, pids)
 
         target = self.cached(f"fwd {mode} {dest_port} {list(cpus)}", make)
+        assert isinstance(target, Target)
+        return target
+
+    def py_sketch(self, dest_port: int) -> Target:
+        """bench/py_mmsg_forwarder.py: what batching could give a Python loop."""
+
+        def make() -> Target:
+            script = common.BENCH_DIR / "py_mmsg_forwarder.py"
+            proc = self._keep(
+                common.LineProcess([sys.executable, str(script), "0", str(dest_port)], "sketch")
+            )
+            port = int(proc.read_line(10).split()[1])
+            return Target("Python recvmmsg sketch", port, [proc.pid])
+
+        target = self.cached(f"sketch {dest_port}", make)
         assert isinstance(target, Target)
         return target
 
@@ -383,6 +402,9 @@ def medians(trials: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, fl
 def fresh_relay(lab: Lab, verify: bool = False) -> Iterator[Relay]:
     """An empty relay for one flow trial, warmed by a few flows from another range."""
     relay = Relay(lab.keyring_path, verify=verify, socket_buffer=4 << 20)
+    # A busy transceiver, as in the throughput section: forwarding each first
+    # STUN on must not also pay for waking the sink.
+    lab.sink.ask(f"pace {lab.settings.sink_pace_us}")
     try:
         spray(lab, relay, 200, rate=20_000, base=WARM_BASE, n_ips=200)
         relay.wait_metric("talkwire_relay_flows", 200, 3)
