@@ -141,17 +141,13 @@ class RealtimeCall:
     async def connect(
         self, timeout: float = 10.0, http: aiohttp.ClientSession | None = None
     ) -> None:
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        for transceiver in self.pc.getTransceivers():
-            # Measure the server, not this client's jitter buffer.
-            transceiver.receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
-                capacity=16, prefetch=0
-            )
+        """Offer, POST it to /v1/realtime/calls, and wait for the connection."""
+        offer = await self.offer()
         own_http = http is None
         http = http or aiohttp.ClientSession()
         try:
             form = aiohttp.FormData()
-            form.add_field("sdp", self.pc.localDescription.sdp, content_type="application/sdp")
+            form.add_field("sdp", offer, content_type="application/sdp")
             form.add_field("session", json.dumps(self.session), content_type="application/json")
             self.timings.offer_posted = time.monotonic()
             async with http.post(
@@ -166,9 +162,24 @@ class RealtimeCall:
         finally:
             if own_http:
                 await http.close()
+        await self.accept(body, timeout)
+
+    async def offer(self) -> str:
+        """Create the SDP offer (gathering complete)."""
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        for transceiver in self.pc.getTransceivers():
+            # Measure the server, not this client's jitter buffer.
+            transceiver.receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
+                capacity=16, prefetch=0
+            )
+        sdp: str = self.pc.localDescription.sdp
+        return sdp
+
+    async def accept(self, answer_sdp: str, timeout: float = 10.0) -> None:
+        """Apply the answer and wait until DTLS is up; CallFailed if it is not."""
         self.timings.answered = time.monotonic()
-        self.answer_sdp = body
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+        self.answer_sdp = answer_sdp
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         connected = asyncio.ensure_future(self._connected.wait())
         failed = asyncio.ensure_future(self._failed.wait())
         done, pending = await asyncio.wait(
@@ -176,6 +187,7 @@ class RealtimeCall:
         )
         for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         if connected not in done:
             raise CallFailed(f"connection did not come up ({self.pc.connectionState})")
 

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class StackConfig:
     transceiver_capacity: int = 100
     connect_timeout: float = 10.0
     log_level: str = "WARNING"
+    extra_models: dict[str, str] = field(default_factory=dict)  # model -> agent ws URL
 
 
 @dataclass
@@ -63,6 +65,9 @@ class Stack:
         self.components: dict[str, Component] = {}
         self.agent_url = ""
         self.relay_address: Address = (config.host, config.relay_port)
+        self.relay_internal: Address | None = None
+        self.relay_metrics_url = ""
+        self._relay_workers: list[int] = []
         self.transceiver_url = ""
         self.signaling_url = ""
 
@@ -111,6 +116,8 @@ class Stack:
                 "--default-model",
                 "echo",
             ]
+            for model, url in c.extra_models.items():
+                signaling_args += ["--model", f"{model}={url}"]
             if c.demo:
                 signaling_args += ["--demo-dir", str(Path(__file__).parent / "web")]
             self.signaling_url = (
@@ -122,7 +129,11 @@ class Stack:
             raise
 
     async def start_relay(self) -> None:
+        """Start (or restart) the relay on the same public and internal ports."""
         c = self.config
+        if self.relay_internal is None:
+            # Fixed across restarts, so transceivers' return traffic finds the new relay.
+            self.relay_internal = (c.host, _free_udp_port(c.host, c.relay_workers))
         ready = await self._spawn(
             "relay",
             [
@@ -130,6 +141,8 @@ class Stack:
                 "--listen",
                 f"{c.host}:{self.relay_address[1]}",
                 "--internal",
+                format_address(self.relay_internal),
+                "--metrics",
                 f"{c.host}:0",
                 "--keyring",
                 str(self.keyring_path),
@@ -140,8 +153,11 @@ class Stack:
             ],
         )
         # The relay's ready line is JSON naming its bound public addresses (port 0 -> real port).
-        host, _, port = json.loads(ready)["public"][0].rpartition(":")
+        info = json.loads(ready)
+        host, _, port = info["public"][0].rpartition(":")
         self.relay_address = (host.strip("[]"), int(port))
+        self.relay_metrics_url = f"http://{info['metrics']}/metrics"
+        self._relay_workers = list(info["pids"])
 
     async def kill(self, name: str) -> None:
         """SIGKILL one component, as a crash would."""
@@ -151,6 +167,10 @@ class Stack:
         await component.process.wait()
         if component._reader is not None:
             await component._reader
+        if name == "relay":
+            # Orphaned workers still hold the ports until they notice; a new
+            # relay must not share SO_REUSEPORT groups with them.
+            await asyncio.gather(*(_process_gone(pid) for pid in self._relay_workers))
 
     async def wait_transceiver_healthy(self) -> None:
         async with aiohttp.ClientSession() as http:
@@ -210,3 +230,47 @@ class Stack:
                 print(f"[{component.name}] {line}", file=sys.stderr)
         if not ready.done():
             ready.set_exception(StackError(f"exited with {await component.process.wait()}"))
+
+
+def _free_udp_port(host: str, count: int) -> int:
+    """A base port with `count` consecutive free UDP ports (one per relay worker)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(100):
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+            base: int = probe.getsockname()[1]
+        if base + count > 65535:
+            continue
+        try:
+            held = []
+            for port in range(base, base + count):
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                held.append(sock)
+                sock.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+        return base
+    raise StackError(f"no {count} consecutive free UDP ports on {host}")
+
+
+async def _process_gone(pid: int) -> None:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await asyncio.wait_for(exited, READY_TIMEOUT_S)
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)

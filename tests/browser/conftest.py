@@ -28,7 +28,7 @@ async def stack() -> AsyncIterator[Stack]:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def playwright() -> AsyncIterator[Playwright]:
     if not CHROMIUM.is_file():
-        pytest.skip(f"Debian's chromium is not installed ({CHROMIUM})")
+        pytest.fail(f"Debian's chromium is not installed ({CHROMIUM}): run scripts/bootstrap")
     async with async_playwright() as p:
         yield p
 

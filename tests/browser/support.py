@@ -57,7 +57,7 @@ def speech_wav(path: Path, text: str, silence_s: float = 1.5) -> Path:
     """espeak-ng speech at 48 kHz, then silence long enough for any VAD to end the turn."""
     espeak = shutil.which("espeak-ng")
     if espeak is None:
-        pytest.skip("espeak-ng is not installed")
+        pytest.fail("espeak-ng is not installed: run scripts/bootstrap")
     raw = path.with_suffix(".espeak.wav")
     subprocess.run([espeak, "-w", str(raw), text], check=True, capture_output=True, timeout=30)
     with wave.open(str(raw), "rb") as w:

@@ -44,7 +44,9 @@ class InboundConverter:
     def convert(self, frame: av.AudioFrame) -> list[bytes]:
         channels = len(frame.layout.channels)
         if frame.sample_rate == 2 * RATE and frame.format.name == "s16" and channels <= 2:
-            samples = np.frombuffer(memoryview(frame.planes[0]), dtype=np.int16)[: frame.samples * channels]
+            samples = np.frombuffer(memoryview(frame.planes[0]), dtype=np.int16)[
+                : frame.samples * channels
+            ]
             return list(self._chunker.feed(self._downsampler.process(samples, channels)))
         if self._resampler is None:
             self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)

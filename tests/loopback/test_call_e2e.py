@@ -1,0 +1,287 @@
+"""Whole calls on loopback: aiortc client -> relay -> transceiver -> agent -> back.
+
+Every part is a real process started by talkwire.stack (the same code
+`talkwire up` runs); the client is talkwire.client, a real aiortc peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import pytest_asyncio
+from aioice import stun as aioice_stun
+
+from talkwire.agents.base import Agent
+from talkwire.agents.server import AgentServer, start_agent_server
+from talkwire.client import CLIENT_RATE, CallFailed, RealtimeCall, tone
+from talkwire.stack import Stack, StackConfig
+from talkwire.transceiver.sdp import candidate_addresses
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+TONE_HZ = 1000.0
+
+
+class ClosingAgent(Agent):
+    """Hangs up on the transceiver as soon as the call starts."""
+
+    async def on_start(self) -> dict[str, Any]:
+        session = await super().on_start()
+        self.call.close()
+        return session
+
+
+class JunkAgent(Agent):
+    """Sends one frame that is not JSON, then echoes like the echo agent."""
+
+    async def on_start(self) -> dict[str, Any]:
+        session = await super().on_start()
+        await self.call._ws.send_str("this is not json")
+        return session
+
+    async def on_audio(self, pcm: bytes) -> None:
+        await self.call.send_audio(pcm)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def agents() -> AsyncIterator[AgentServer]:
+    server = await start_agent_server("127.0.0.1", 0, {"closing": ClosingAgent, "junk": JunkAgent})
+    yield server
+    await server.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def stack(agents: AgentServer) -> AsyncIterator[Stack]:
+    base = agents.url.rstrip("/")
+    config = StackConfig(
+        http_port=0,
+        relay_port=0,
+        demo=False,
+        connect_timeout=3.0,
+        extra_models={
+            "closing": f"{base}/v1/agents/closing",
+            "junk": f"{base}/v1/agents/junk",
+        },
+    )
+    stack = Stack(config)
+    await stack.start()
+    yield stack
+    await stack.stop()
+
+
+def dominant_hz(samples: np.ndarray, rate: int = CLIENT_RATE) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
+LOUD = 2000
+
+
+async def echo_check(call: RealtimeCall, hz: float = TONE_HZ) -> np.ndarray:
+    """Play a 0.4 s tone; return what came back since it started, once most of it has."""
+    started: list[float] = []
+    call.source.play(tone(hz, 0.4), on_start=started.append)
+    back = np.zeros(0, dtype=np.int16)
+    for _ in range(100):  # at most 5 s
+        await asyncio.sleep(0.05)  # audio arrives at its own pace: poll what was recorded
+        if started:
+            back = call.received_audio(since=started[0])
+            if (np.abs(back) > LOUD).sum() > 0.3 * CLIENT_RATE:
+                break
+    return back
+
+
+def heard_hz(back: np.ndarray) -> float:
+    """The tone in the last 0.2 s of loud audio (earlier audio may be a previous tone's tail)."""
+    loud = np.flatnonzero(np.abs(back) > LOUD)
+    assert len(loud) > 0.2 * CLIENT_RATE, "the tone did not come back"
+    end = int(loud[-1])
+    return dominant_hz(back[end - CLIENT_RATE // 5 : end])
+
+
+async def transceiver_health(stack: Stack) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(stack.transceiver_url + "/health") as response,
+    ):
+        health: dict[str, Any] = await response.json()
+        return health
+
+
+async def wait_active(stack: Stack, expected: int) -> None:
+    for _ in range(200):
+        if (await transceiver_health(stack))["active"] == expected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"transceiver never reached {expected} active calls")
+
+
+def new_call(stack: Stack, model: str = "echo") -> RealtimeCall:
+    return RealtimeCall(
+        stack.signaling_url, stack.config.api_key, {"type": "realtime", "model": model}
+    )
+
+
+async def test_tone_comes_back_through_the_relay_and_hangup_ends_the_call(stack: Stack) -> None:
+    call = new_call(stack)
+    await call.connect()
+    try:
+        created = await call.next_event("session.created")
+        assert created["session"]["talkwire"]["call_id"] in call.location
+        # The only candidate is the relay: the transceiver's address never leaves.
+        assert set(candidate_addresses(call.answer_sdp)) == {stack.relay_address}
+        back = await echo_check(call)
+        assert abs(heard_hz(back) - TONE_HZ) < 15
+        assert (await transceiver_health(stack))["active"] == 1
+    finally:
+        await call.hangup()
+    await wait_active(stack, 0)
+
+
+async def test_many_sequential_and_concurrent_calls_each_hear_their_own_tone(
+    stack: Stack,
+) -> None:
+    for _ in range(5):
+        call = new_call(stack)
+        await call.connect()
+        try:
+            back = await echo_check(call, 600.0)
+            assert abs(heard_hz(back) - 600.0) < 15
+        finally:
+            await call.hangup()
+
+    tones = [400.0, 700.0, 1000.0, 1300.0, 1600.0, 1900.0]
+    calls = [new_call(stack) for _ in tones]
+    try:
+        await asyncio.gather(*(c.connect() for c in calls))
+        assert (await transceiver_health(stack))["active"] == len(calls)
+        results = await asyncio.gather(
+            *(echo_check(c, hz) for c, hz in zip(calls, tones, strict=True))
+        )
+        for hz, back in zip(tones, results, strict=True):
+            # Each call hears its own tone, never another call's.
+            assert abs(heard_hz(back) - hz) < 15
+    finally:
+        await asyncio.gather(*(c.hangup() for c in calls))
+    await wait_active(stack, 0)
+
+
+async def relay_metric(stack: Stack, name: str) -> float:
+    async with aiohttp.ClientSession() as http, http.get(stack.relay_metrics_url) as response:
+        text = await response.text()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_relay_restart_under_a_live_call_recovers_from_return_traffic(stack: Stack) -> None:
+    call = new_call(stack)
+    await call.connect()
+    try:
+        back = await echo_check(call)
+        assert (np.abs(back) > LOUD).sum() > 0.2 * CLIENT_RATE
+        await stack.kill("relay")
+        await stack.start_relay()
+        # aiortc clients send no check until consent (5 s); the first packet the
+        # transceiver sends through the new relay must recreate the flow.
+        back = await echo_check(call, 800.0)
+        assert abs(heard_hz(back) - 800.0) < 15
+        learned = await relay_metric(stack, 'talkwire_relay_flows_created_total{source="return"')
+        assert learned >= 1
+        assert call.pc.iceConnectionState == "completed"
+    finally:
+        await call.hangup()
+    await wait_active(stack, 0)
+
+
+async def test_a_client_sending_to_the_transceiver_directly_gets_nothing(stack: Stack) -> None:
+    call = new_call(stack)
+    await call.connect()
+    try:
+        ready = stack.components["transceiver"].ready
+        match = re.search(r"udp (\S+):(\d+)", ready)
+        assert match is not None
+        transceiver_udp = (match.group(1), int(match.group(2)))
+        ufrag = re.search(r"a=ice-ufrag:(\S+)", call.answer_sdp)
+        assert ufrag is not None
+        request = aioice_stun.Message(
+            message_method=aioice_stun.Method.BINDING,
+            message_class=aioice_stun.Class.REQUEST,
+        )
+        request.attributes["USERNAME"] = f"{ufrag.group(1)}:evil"
+        request.attributes["PRIORITY"] = 1
+        request.add_fingerprint()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.3)
+            sock.bind(("127.0.0.1", 0))
+            for _ in range(3):
+                sock.sendto(bytes(request), transceiver_udp)
+                sock.sendto(b"\x80" + bytes(100), transceiver_udp)
+            with pytest.raises(TimeoutError):
+                sock.recvfrom(2048)  # the one place a timeout is the assertion
+        # ...and the live call is untouched.
+        back = await echo_check(call)
+        assert (np.abs(back) > LOUD).sum() > 0.2 * CLIENT_RATE
+    finally:
+        await call.hangup()
+
+
+async def test_an_agent_that_closes_ends_only_its_own_call_with_an_error(stack: Stack) -> None:
+    good = new_call(stack)
+    await good.connect()
+    bad = new_call(stack, "closing")
+    try:
+        await bad.connect()
+        error = await bad.next_event("error")
+        assert error["error"]["code"] in ("agent_closed", "agent_failed")
+    except CallFailed:
+        pass  # the call may end before DTLS; then no event reaches the client
+    finally:
+        await bad.close()
+    try:
+        back = await echo_check(good)
+        assert (np.abs(back) > LOUD).sum() > 0.2 * CLIENT_RATE
+    finally:
+        await good.hangup()
+    await wait_active(stack, 0)
+
+
+async def test_an_agent_sending_junk_degrades_its_call_with_an_error_event(stack: Stack) -> None:
+    call = new_call(stack, "junk")
+    await call.connect()
+    try:
+        error = await call.next_event("error")
+        assert error["error"]["code"] == "agent_protocol_error"
+        back = await echo_check(call)  # the call goes on
+        assert (np.abs(back) > LOUD).sum() > 0.2 * CLIENT_RATE
+    finally:
+        await call.hangup()
+    await wait_active(stack, 0)
+
+
+async def test_a_call_that_never_connects_ends_at_the_connect_timeout(stack: Stack) -> None:
+    call = new_call(stack)
+    # Offer, take the answer, but never start ICE: the transceiver must give up.
+    await call.pc.setLocalDescription(await call.pc.createOffer())
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            stack.signaling_url + "/v1/realtime/calls",
+            data=call.pc.localDescription.sdp,
+            headers={
+                "Authorization": f"Bearer {stack.config.api_key}",
+                "Content-Type": "application/sdp",
+            },
+        ) as response:
+            assert response.status == 201
+        assert (await transceiver_health(stack))["active"] >= 1
+    await call.close()
+    await wait_active(stack, 0)

@@ -1,0 +1,179 @@
+"""The transceiver in this process, so its tasks, threads and tables can be counted.
+
+The relay and the echo agent are real processes (talkwire.stack); calls come
+from real aiortc peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import threading
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from talkwire.client import RealtimeCall
+from talkwire.route_token import Keyring
+from talkwire.stack import Stack, StackConfig
+from talkwire.transceiver.api import make_transceiver_app
+from talkwire.transceiver.sdp import OfferError
+from talkwire.transceiver.service import Transceiver, TransceiverConfig, Unavailable
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def stack() -> AsyncIterator[Stack]:
+    stack = Stack(StackConfig(http_port=0, relay_port=0, demo=False))
+    await stack.start()
+    yield stack
+    await stack.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def transceiver(stack: Stack) -> AsyncIterator[Transceiver]:
+    config = TransceiverConfig(
+        keyring=Keyring.from_file(stack.keyring_path),
+        public_addresses=[stack.relay_address],
+        capacity=5,
+        connect_timeout=5.0,
+    )
+    transceiver = Transceiver(config)
+    await transceiver.start()
+    yield transceiver
+    await transceiver.stop()
+
+
+async def place_call(transceiver: Transceiver, agent_url: str, call_id: str) -> RealtimeCall:
+    client = RealtimeCall("http://unused", "unused")
+    offer = await client.offer()
+    call = await transceiver.create_call(call_id, offer, {"model": "echo"}, agent_url)
+    assert call.answer_sdp is not None
+    await client.accept(call.answer_sdp)
+    return client
+
+
+async def test_a_hundred_calls_leave_no_task_thread_or_table_entry_behind(
+    stack: Stack, transceiver: Transceiver
+) -> None:
+    # One call first, so lazily created process-wide state is not counted as a leak.
+    warm = await place_call(transceiver, stack.agent_url, "rtc_warmup")
+    await transceiver.hangup("rtc_warmup")
+    await warm.close()
+    await _wait_idle(transceiver)
+    tasks_before = len(asyncio.all_tasks())
+    threads_before = threading.active_count()
+
+    for batch in range(20):
+        clients = [
+            await place_call(transceiver, stack.agent_url, f"rtc_{batch}_{i}") for i in range(5)
+        ]
+        assert len(transceiver.calls) == 5
+        await clients[0].next_event("session.created")
+        for i, client in enumerate(clients):
+            if i % 2:
+                await transceiver.hangup(f"rtc_{batch}_{i}")  # server side ends it
+            await client.close()  # or the client goes away
+        await _wait_idle(transceiver)
+
+    gc.collect()
+    assert transceiver.calls == {}
+    assert transceiver.shared_socket.demux.sessions == 0
+    assert transceiver.shared_socket.demux.clients == 0
+    assert len(asyncio.all_tasks()) <= tasks_before
+    # aiortc decodes each call on its own thread: all must be gone. Encoding
+    # uses the loop's default executor, a bounded pool that may have grown.
+    assert [t.name for t in threading.enumerate() if t.name.endswith("-decoder")] == []
+    assert threading.active_count() <= threads_before + min(32, (os.cpu_count() or 1) + 4)
+    ended = transceiver.metrics.calls.collect()[0].samples
+    assert sum(s.value for s in ended if s.name.endswith("_total")) == 101
+
+
+async def _wait_idle(transceiver: Transceiver) -> None:
+    for _ in range(200):
+        if not transceiver.calls:
+            return
+        await asyncio.sleep(0.05)  # calls end on their supervisors' schedule
+    raise AssertionError(f"calls still live: {list(transceiver.calls)}")
+
+
+async def test_capacity_and_drain_refuse_new_calls_but_keep_live_ones(
+    stack: Stack, transceiver: Transceiver
+) -> None:
+    clients = [await place_call(transceiver, stack.agent_url, f"rtc_cap_{i}") for i in range(5)]
+    try:
+        extra = RealtimeCall("http://unused", "unused")
+        offer = await extra.offer()
+        with pytest.raises(Unavailable, match="capacity"):
+            await transceiver.create_call("rtc_cap_extra", offer, {}, stack.agent_url)
+        await extra.close()
+        assert transceiver.health()["active"] == 5
+        drain = asyncio.create_task(transceiver.drain())
+        await asyncio.sleep(0)
+        assert transceiver.health()["draining"] is True
+        with pytest.raises(Unavailable, match="draining"):
+            await transceiver.create_call("rtc_cap_late", offer, {}, stack.agent_url)
+        assert not drain.done()  # live calls keep it open
+        for i, client in enumerate(clients):
+            await transceiver.hangup(f"rtc_cap_{i}")
+            await client.close()
+        await asyncio.wait_for(drain, 10)
+    finally:
+        for client in clients:
+            await client.close()
+        transceiver.draining = False
+
+
+BAD_OFFERS = {
+    "": "must start with 'v=0'",
+    "hello": "must start with 'v=0'",
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n": (
+        "no audio"
+    ),
+}
+
+
+async def test_the_internal_api_rejects_bad_requests_with_clear_errors(
+    stack: Stack, transceiver: Transceiver
+) -> None:
+    runner = web.AppRunner(make_transceiver_app(transceiver))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for sdp, message in BAD_OFFERS.items():
+                body = {"call_id": "rtc_bad", "sdp": sdp, "agent_url": stack.agent_url}
+                async with http.post(url + "/calls", json=body) as response:
+                    assert response.status == 400
+                    error = (await response.json())["error"]
+                    assert error["code"] == "invalid_offer"
+                    assert message in error["message"]
+            async with http.post(url + "/calls", data=b"{not json") as response:
+                assert response.status == 400
+            body = {"call_id": "rtc_bad", "sdp": "v=0", "agent_url": "http://x"}
+            async with http.post(url + "/calls", json=body) as response:
+                assert (await response.json())["error"]["code"] == "invalid_agent_url"
+            async with http.post(url + "/calls/rtc_nope/hangup") as response:
+                assert response.status == 404
+            async with http.get(url + "/health") as response:
+                health = json.loads(await response.text())
+                assert health["active"] == 0 and health["capacity"] == 5
+    finally:
+        await runner.cleanup()
+    assert transceiver.calls == {}
+
+
+async def test_offer_checks_are_exact() -> None:
+    from talkwire.transceiver.sdp import check_offer
+
+    for sdp, message in BAD_OFFERS.items():
+        with pytest.raises(OfferError, match=message):
+            check_offer(sdp)
