@@ -13,6 +13,10 @@ class StunError(TalkwireError, ValueError):
     """A datagram claimed to be STUN but is malformed."""
 
 
+class StunMissingUsername(StunError):
+    """A well-formed binding request that carries no USERNAME."""
+
+
 class TokenError(TalkwireError, ValueError):
     """A route token is malformed, unknown or fails its MAC."""
 

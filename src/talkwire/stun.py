@@ -20,7 +20,7 @@ import zlib
 
 import aioice.stun
 
-from talkwire.errors import StunError
+from talkwire.errors import StunError, StunMissingUsername
 
 HEADER_SIZE = 20
 MAGIC_COOKIE = 0x2112A442
@@ -144,7 +144,7 @@ def binding_request_username(data: bytes | bytearray | memoryview) -> bytes | No
         return None
     pos = _scan(data)[0]
     if pos == _ABSENT:
-        raise StunError("STUN: binding request without USERNAME")
+        raise StunMissingUsername("STUN: binding request without USERNAME")
     (length,) = _LENGTH.unpack_from(data, pos + 2)
     if not 0 < length <= MAX_USERNAME:
         raise StunError(f"STUN: USERNAME of {length} bytes")

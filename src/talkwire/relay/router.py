@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from talkwire import encap, route_token, stun
-from talkwire.errors import EncapError, StunError, TokenError
+from talkwire.errors import EncapError, StunError, StunMissingUsername, TokenError
 from talkwire.relay.flows import Address, Flow, FlowStore, FlowTable, NullFlowStore, StoredFlow
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -190,9 +190,10 @@ class Router:
             return self._from_store(client, ingress, now)
         try:
             username = stun.binding_request_username(data)
-        except StunError as exc:
-            # The codec has one error type; this is its message for that case.
-            return Drop.NO_USERNAME if "without USERNAME" in str(exc) else Drop.MALFORMED_STUN
+        except StunMissingUsername:
+            return Drop.NO_USERNAME
+        except StunError:
+            return Drop.MALFORMED_STUN
         if username is None:
             return Drop.NOT_BINDING_REQUEST
         try:
