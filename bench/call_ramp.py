@@ -1,0 +1,254 @@
+"""The concurrency ramp: load calls from one Chromium page, step by step, while
+two probe calls time the echo and /proc times the transceiver."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import call_aiortc
+import call_browser
+from call_procs import CpuMeter
+from call_profile import Profiler
+from call_report import ADDED_P95_LIMIT_MS, print_step
+from call_stats import latency_figures
+from playwright.async_api import Page
+
+from talkwire.stack import Stack
+
+# Past these the next step can only be worse: stop the ramp.
+STOP_ADDED_P95_MS = 200.0
+STOP_CPU = 1.0
+PROBE_CALLS = 2  # one aiortc, one Chromium
+LOAD_CORE = 1
+LOAD_SATURATED = 0.95
+REFINE_MAX = 3  # extra steps bisecting between the last good and the first bad step
+REFINE_RESOLUTION = 2  # calls
+IDLE_WAIT_S = call_browser.IDLE_POLL_S * call_browser.IDLE_POLL_MAX
+
+
+async def measure_step(
+    probes: Probes,
+    load: Page,
+    meter: CpuMeter,
+    calls: int,
+    load_calls: int,
+    args: argparse.Namespace,
+    profile: Profiler | None,
+) -> dict[str, Any]:
+    rtp0, t0 = await call_browser.load_rtp(load), time.monotonic()
+    meter.start()
+    recording = asyncio.ensure_future(profile.record(args.window)) if profile else None
+    try:
+        aiortc_rtt, chromium_rtt, _ = await asyncio.gather(
+            probes.aiortc.measure(args.bursts),
+            call_browser.demo_latency(probes.chromium, args.bursts),
+            asyncio.sleep(args.window),
+        )
+        cpu = meter.stop()
+    except BaseException:
+        if recording is not None:
+            recording.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recording
+        raise
+    rtp1, t1 = await call_browser.load_rtp(load), time.monotonic()
+    step: dict[str, Any] = {
+        "calls": calls,
+        "load_calls": load_calls,
+        "latency": latency_figures(aiortc_rtt),
+        "chromium_latency": latency_figures(chromium_rtt),
+        "cpu": cpu.to_json(),
+        "transceiver_cores": round(cpu.process["transceiver"], 4),
+        "cpu_ms_per_call_second": round(cpu.process["transceiver"] * 1000 / calls, 2),
+        "foreign_cores": round(
+            sum(cpu.cores.values()) - sum(cpu.process.values()), 3
+        ),  # busy time on this host that none of the benchmark's processes used
+    }
+    if load_calls:
+        # Proof that every load call echoes: packets per call-second both ways (50 = all).
+        span = (t1 - t0) * load_calls
+        step["load_packets_per_call_second"] = {
+            k: round((rtp1[k] - rtp0[k]) / span, 1) for k in ("sent", "received")
+        }
+        step["load_packets_lost"] = rtp1["lost"] - rtp0["lost"]
+    if recording is not None:
+        step["profile"] = await recording
+    return step
+
+
+@dataclass
+class Probes:
+    """The two probe calls of the ramp: an aiortc client (its figure decides:
+    no adaptive jitter buffer, so it measures the path) and the demo page in
+    Chromium (reported: what a browser user hears, NetEq included)."""
+
+    aiortc: call_aiortc.Probe
+    chromium: Page
+
+
+def added(step: dict[str, Any], baseline: dict[str, Any], key: str) -> float | None:
+    p95, base = step[key]["p95"], baseline[key]["p95"]
+    return None if p95 is None or base is None else round(p95 - base, 1)
+
+
+class Ramp:
+    """Steps the load up (then bisects between the last good and the first bad
+    step), measuring each with the probes and the CPU meter."""
+
+    def __init__(
+        self,
+        probes: Probes,
+        load: Page,
+        http: aiohttp.ClientSession,
+        stack: Stack,
+        meter: CpuMeter,
+        args: argparse.Namespace,
+        profile: Profiler | None,
+    ) -> None:
+        self.probes = probes
+        self.load = load
+        self.http = http
+        self.stack = stack
+        self.meter = meter
+        self.args = args
+        self.profile = profile
+        self.baseline: dict[str, Any] = {}
+        self.steps: list[dict[str, Any]] = []
+
+    async def measure_baseline(self) -> None:
+        self.baseline = await measure_step(
+            self.probes, self.load, self.meter, PROBE_CALLS, 0, self.args, self.profile
+        )
+        print_step(self.baseline)
+
+    async def step(self, n: int, refine: bool = False) -> dict[str, Any]:
+        """Sets the load to ``n`` calls, lets it settle, measures one window."""
+        status = await call_browser.load_set(self.load, self.stack, n)
+        active = await call_browser.wait_active(self.http, self.stack, n + PROBE_CALLS)
+        # Handshakes and agent connects of the newest calls finish before the window.
+        await asyncio.sleep(self.args.settle)
+        step = await measure_step(
+            self.probes, self.load, self.meter, active, n, self.args, self.profile
+        )
+        step["load"] = status
+        step["refine"] = refine
+        step["active"] = active
+        step["added_p95_ms"] = added(step, self.baseline, "latency")
+        step["chromium_added_p95_ms"] = added(step, self.baseline, "chromium_latency")
+        step["load_side_saturated"] = (
+            step["cpu"]["core_busy"].get(str(LOAD_CORE), 0) > LOAD_SATURATED
+        )
+        step["ok"] = bool(
+            status["connected"] == n
+            and active == n + PROBE_CALLS
+            and step["latency"]["lost"] == 0
+            and step["added_p95_ms"] is not None
+            and step["added_p95_ms"] < ADDED_P95_LIMIT_MS
+            and step["transceiver_cores"] < 1.0
+        )
+        self.steps.append(step)
+        print_step(step)
+        return step
+
+    async def run(self) -> None:
+        good, bad = 0, None
+        for n in self.args.steps:
+            step = await self.step(n)
+            if step["ok"] and bad is None:
+                good = n
+            elif not step["ok"] and bad is None:
+                bad = n
+            if (
+                step["load"]["connected"] < n
+                or self.leaked(step)
+                or step["transceiver_cores"] >= STOP_CPU
+                or (step["added_p95_ms"] or 0) >= STOP_ADDED_P95_MS
+            ):
+                break
+        # Bisect the gap the coarse steps left, a bounded number of times.
+        for _ in range(REFINE_MAX):
+            if bad is None or bad - good <= max(REFINE_RESOLUTION, bad // 10):
+                break
+            mid = (good + bad) // 2
+            step = await self.step(mid, refine=True)
+            if self.leaked(step):
+                break
+            if step["ok"]:
+                good = mid
+            else:
+                bad = mid
+
+    @staticmethod
+    def leaked(step: dict[str, Any]) -> bool:
+        """The transceiver holds more calls than are up: hung-up calls did not end
+        (seen after overload), so the probes' figures no longer mean anything."""
+        extra = int(step["active"]) - int(step["load_calls"]) - PROBE_CALLS
+        if extra > 0:
+            print(
+                f"  the transceiver still holds {extra} hung-up calls {IDLE_WAIT_S:.0f} s after"
+                " their hangup: stopping the ramp",
+                flush=True,
+            )
+        return extra > 0
+
+
+async def ramp(
+    demo: Page,
+    load: Page,
+    http: aiohttp.ClientSession,
+    stack: Stack,
+    groups: dict[str, list[int]],
+    args: argparse.Namespace,
+    profile: Profiler | None,
+) -> dict[str, Any]:
+    probes = Probes(call_aiortc.Probe(stack), demo)
+    runner = Ramp(probes, load, http, stack, CpuMeter(groups), args, profile)
+    try:
+        await probes.aiortc.start(http)
+        await call_browser.demo_connect(demo)
+        await asyncio.sleep(args.settle)  # the probes' own connect bursts settle
+        await runner.measure_baseline()
+        await runner.run()
+    finally:
+        closed = await call_browser.load_set(load, stack, 0)
+        await call_browser.demo_hangup(demo)
+        await probes.aiortc.stop(http)
+        left = await call_browser.wait_active(http, stack, 0)
+    return {
+        "baseline": runner.baseline,
+        "steps": runner.steps,
+        "closed": closed["closed"],
+        "left_active": left,
+    }
+
+
+def capacity(result: dict[str, Any]) -> dict[str, Any]:
+    """The most calls that passed with no smaller count failing, and the marginal CPU
+    cost per call (least squares over the unsaturated steps, baseline included)."""
+    steps = sorted(result["steps"], key=lambda s: s["calls"])
+    max_ok = None
+    for step in steps:
+        if not step["ok"]:
+            break
+        max_ok = step["calls"]
+    points = [(result["baseline"]["calls"], result["baseline"]["transceiver_cores"])]
+    points += [(s["calls"], s["transceiver_cores"]) for s in steps if s["transceiver_cores"] < 0.95]
+    slope = None
+    if len(points) >= 2:
+        mx = sum(x for x, _ in points) / len(points)
+        my = sum(y for _, y in points) / len(points)
+        var = sum((x - mx) ** 2 for x, _ in points)
+        if var > 0:
+            slope = sum((x - mx) * (y - my) for x, y in points) / var
+    return {
+        "max_calls_ok": max_ok,
+        "largest_step_tried": max((s["calls"] for s in steps), default=None),
+        "marginal_cpu_ms_per_call_second": None if slope is None else round(slope * 1000, 2),
+        "calls_per_core_by_cpu": None if not slope else int(1 / slope),
+    }
