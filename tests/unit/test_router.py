@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from talkwire import route_token
 from talkwire.encap import HEADER_SIZE, pack_header, unpack_header
-from talkwire.relay.flows import Address, Flow, FlowTable, StoredFlow
+from talkwire.relay.flows import Address, Flow, FlowTable, StoredFlow, flow_header
 from talkwire.relay.router import (
     Drop,
     FlowSource,
@@ -100,8 +100,8 @@ def test_stun_with_valid_token_creates_a_flow_to_the_token_address() -> None:
     router = make_router()
     flow = router.from_public(binding_request(token()), CLIENT, 0, now=1.0)
     assert isinstance(flow, Flow)
-    assert flow.hop == TRANSCEIVER
-    header = unpack_header(flow.header)
+    assert router.table.hop(flow) == TRANSCEIVER
+    header = unpack_header(flow_header(flow))
     assert (header.client, header.ingress) == (CLIENT, 0)
     assert router.created[FlowSource.STUN] == 1
     assert sum(router.drops) == 0
@@ -111,8 +111,20 @@ def test_stun_with_valid_token_creates_a_flow_to_the_token_address() -> None:
 def test_later_packets_follow_the_flow_without_parsing(packet: bytes) -> None:
     router = make_router()
     created = router.from_public(binding_request(token()), CLIENT, 0, now=1.0)
+    assert isinstance(created, Flow)
     assert router.from_public(packet, CLIENT, 0, now=2.0) is created
-    assert isinstance(created, Flow) and created.seen == 2.0
+    assert router.created[FlowSource.STUN] == 1 and sum(router.drops) == 0
+
+
+def test_a_flow_idle_for_a_generation_is_found_and_made_current() -> None:
+    router = make_router()
+    created = router.from_public(binding_request(token()), CLIENT, 0, now=0.0)
+    router.table.sweep(0.0)
+    router.table.sweep(router.table.idle_timeout)  # rotation: the flow is now "previous"
+    assert CLIENT not in router.table.by_ingress[0]  # the loop's lookup misses...
+    assert router.from_new_client(DTLS, CLIENT, 0, now=31.0) == created  # ...this finds it
+    assert router.table.by_ingress[0][CLIENT] == created
+    assert sum(router.drops) == 0 and router.created[FlowSource.STUN] == 1
 
 
 def test_ipv6_ingress_keys_flows_like_recvfrom() -> None:
@@ -120,15 +132,15 @@ def test_ipv6_ingress_keys_flows_like_recvfrom() -> None:
     client = ("::1", 40000, 0, 0)
     flow = router.from_public(binding_request(token()), client, 1, now=0.0)
     assert isinstance(flow, Flow)
-    assert unpack_header(flow.header).client == ("::1", 40000)
-    assert unpack_header(flow.header).ingress == 1
+    assert unpack_header(flow_header(flow)).client == ("::1", 40000)
+    assert unpack_header(flow_header(flow)).ingress == 1
     assert router.from_public(DTLS, client, 1, now=1.0) is flow
 
 
 def test_other_cluster_goes_to_that_clusters_ingress() -> None:
     router = make_router()
     flow = router.from_public(binding_request(token(cluster=2)), CLIENT, 0, now=0.0)
-    assert isinstance(flow, Flow) and flow.hop == CLUSTER_2_INGRESS
+    assert isinstance(flow, Flow) and router.table.hop(flow) == CLUSTER_2_INGRESS
 
 
 def test_integrity_checked_when_enabled() -> None:
@@ -232,8 +244,8 @@ def test_return_packet_routes_to_client_and_creates_the_flow() -> None:
     assert router.created[FlowSource.RETURN] == 1
     # The client's next packet now follows without any STUN (restart recovery).
     flow = router.from_public(DTLS, CLIENT, 0, now=4.0)
-    assert isinstance(flow, Flow) and flow.hop == TRANSCEIVER
-    assert router.announcements == [encode_peer_flow(flow.header, TRANSCEIVER)]
+    assert isinstance(flow, Flow) and router.table.hop(flow) == TRANSCEIVER
+    assert router.announcements == [encode_peer_flow(flow_header(flow), TRANSCEIVER)]
 
 
 def test_return_packet_retargets_and_only_announces_changes() -> None:
@@ -245,8 +257,13 @@ def test_return_packet_retargets_and_only_announces_changes() -> None:
     moved = ("127.0.0.3", 5001)
     assert router.from_internal(packet, moved, 2.0) == ReturnRoute(0, CLIENT)
     flow = router.table.get(CLIENT, 0)
-    assert flow is not None and flow.hop == moved and flow.seen == 2.0
+    assert flow is not None and router.table.hop(flow) == moved
     assert len(router.announcements) == 1
+    # The cached-header fast path must notice the flow points elsewhere now.
+    assert router.from_internal(packet, TRANSCEIVER, 3.0) == ReturnRoute(0, CLIENT)
+    flow = router.table.get(CLIENT, 0)
+    assert flow is not None and router.table.hop(flow) == TRANSCEIVER
+    assert len(router.announcements) == 2
     assert router.created[FlowSource.RETURN] == 0
 
 
@@ -337,7 +354,7 @@ def test_peer_announcement_round_trip() -> None:
     sibling = make_router()
     assert sibling.learn_from_peer(message, 1.0)
     flow = sibling.from_public(RTP, CLIENT, 0, 2.0)
-    assert isinstance(flow, Flow) and flow.hop == TRANSCEIVER
+    assert isinstance(flow, Flow) and sibling.table.hop(flow) == TRANSCEIVER
     assert sibling.created[FlowSource.PEER] == 1
     assert sibling.announcements == []  # never re-announced
 
@@ -359,7 +376,7 @@ def test_store_records_created_flows_and_resolves_misses() -> None:
     assert store.flows[(CLIENT, 0)] == StoredFlow(CLIENT, 0, TRANSCEIVER)
     reader = make_router(store=store)  # e.g. another relay, or this one restarted
     flow = reader.from_public(DTLS, CLIENT, 0, 1.0)
-    assert isinstance(flow, Flow) and flow.hop == TRANSCEIVER
+    assert isinstance(flow, Flow) and reader.table.hop(flow) == TRANSCEIVER
     assert reader.created[FlowSource.STORE] == 1
 
 
@@ -386,7 +403,7 @@ def test_fuzz_public_one_byte_changed_in_a_valid_request(index: int, xor: int) -
     decision = router.from_public(bytes(data), CLIENT, 0, 0.0)
     # A change outside the USERNAME may still verify; inside it never may.
     if isinstance(decision, Flow):
-        assert decision.hop == TRANSCEIVER
+        assert router.table.hop(decision) == TRANSCEIVER
     else:
         assert len(router.table) == 0
 

@@ -4,6 +4,12 @@ Sans-IO: time is always a parameter. The forwarding loop reads ``by_ingress``
 directly (one dict lookup per packet, keyed by the very address tuple that
 ``recvfrom_into`` returned, so the fast path builds no key); everything else
 (creation, expiry, capacity) goes through methods.
+
+Memory is what bounds a relay's flow count, so a flow is as small as Python
+allows: one dict slot, a key tuple whose port object is shared, and one
+26-byte ``bytes`` value holding the next hop's index and the client's
+encapsulation header. Idleness is tracked by *generation*, not by a per-flow
+timestamp: the dict a flow sits in says when it was last used.
 """
 
 from __future__ import annotations
@@ -13,35 +19,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from talkwire.encap import pack_header
+from talkwire.encap import HEADER_SIZE, pack_header
 
 # (ip, port) for IPv4; (ip, port, flowinfo, scope_id) for IPv6, exactly as
 # `socket.recvfrom` returns them, so that a received address is a dict key as-is.
 Address = tuple[str, int] | tuple[str, int, int, int]
 
+# A flow as the table stores it: the next hop's index in ``FlowTable.hops``
+# (2 bytes, big-endian), then the 24-byte encapsulation header for the client.
+# The loop copies all 26 bytes in front of the payload in one go and sends from
+# byte 2; immutable, so a flow is created once and never touched per packet.
+Flow = bytes
+HOP_INDEX_SIZE = 2
+FLOW_SIZE = HOP_INDEX_SIZE + HEADER_SIZE
+MAX_HOPS = 1 << (8 * HOP_INDEX_SIZE)
+
 DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_CAPACITY = 1_000_000
-# How much of a sweep pass one call may do; the server calls sweep every tick.
+# Expired flows freed per sweep call, at least (more when many wait).
 DEFAULT_SWEEP_LIMIT = 4096
 _IP_CACHE_SIZE = 1024
+_PORTS = 1 << 16
 
 
-class Flow:
-    """One client's route. Mutable in place so the hot path allocates nothing.
+def flow_header(flow: Flow) -> bytes:
+    """The encapsulation header inside a flow (allocates: not for the hot path)."""
+    return flow[HOP_INDEX_SIZE:]
 
-    ``seen`` is assigned the loop's per-batch clock value, a float shared by
-    every flow touched in that batch, so keeping it costs one pointer per flow.
-    """
 
-    __slots__ = ("header", "hop", "seen")
-
-    def __init__(self, header: bytes, hop: Address, seen: float) -> None:
-        self.header = header
-        self.hop = hop
-        self.seen = seen
-
-    def __repr__(self) -> str:
-        return f"Flow(hop={self.hop!r}, seen={self.seen!r})"
+def flow_hop_index(flow: Flow) -> int:
+    return flow[0] << 8 | flow[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +92,20 @@ def normalize_address(ip: str, port: int) -> Address:
 
 
 class FlowTable:
-    """Flows per ingress socket, with a hard capacity and incremental idle expiry.
+    """Flows per ingress socket, with a hard capacity and generational idle expiry.
 
     A full table refuses new flows (``refused`` counts them) and never evicts a
     live one: a flood of new clients cannot push out calls in progress.
+
+    Expiry: each ingress has a *current* and a *previous* dict. New and used
+    flows live in current; every ``idle_timeout`` (driven by ``sweep``) current
+    becomes previous and the old previous, holding only flows unused for a whole
+    period, expires. A flow found in previous is moved back to current by
+    ``get`` (the loop's slow path, once per flow per period), so the per-packet
+    path only ever looks in current and writes nothing. A flow therefore
+    expires between one and two ``idle_timeout`` after its last packet.
+    Expired dicts are freed a slice per ``sweep`` call, so no call pauses for
+    the whole table.
     """
 
     def __init__(
@@ -97,6 +114,7 @@ class FlowTable:
         *,
         capacity: int = DEFAULT_CAPACITY,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_hops: int = MAX_HOPS,
     ) -> None:
         if ingress_count < 1:
             raise ValueError("a flow table needs at least one ingress")
@@ -104,120 +122,183 @@ class FlowTable:
             raise ValueError("capacity must be >= 0")
         if idle_timeout <= 0:
             raise ValueError("idle timeout must be > 0")
+        if not 1 <= max_hops <= MAX_HOPS:
+            raise ValueError(f"max_hops must be in 1..{MAX_HOPS}")
         self.capacity = capacity
         self.idle_timeout = idle_timeout
-        # One dict per ingress so the hot path never builds a (client, ingress) key.
+        # Current generation, one dict per ingress so the hot path never builds
+        # a (client, ingress) key. Replaced (not cleared) at each rotation.
         self.by_ingress: list[dict[Address, Flow]] = [{} for _ in range(ingress_count)]
+        self._previous: list[dict[Address, Flow]] = [{} for _ in range(ingress_count)]
+        self._expiring: list[dict[Address, Flow]] = []
+        self._rotate_at: float | None = None
         self.refused = 0
         self.expired = 0
         self._count = 0
-        # Next hops are few (transceivers, cluster ingresses) and shared by many flows.
-        self._hops: dict[Address, Address] = {}
+        # Next hops are few (transceivers, cluster ingresses) and shared by many
+        # flows, which name them by index. Freed indices are reused after a
+        # compaction, which bumps hop_epoch so callers drop per-index caches.
+        self.hops: list[Address | None] = []
+        self.hop_epoch = 0
+        self._hop_prefixes: dict[Address, bytes] = {}
+        self._free_hops: list[int] = []
+        self._max_hops = max_hops
+        # Ports of distinct clients repeat (and each recvfrom makes a new int):
+        # one shared object per port value. Client IP strings share by a small cache.
+        self._ports: list[int | None] = [None] * _PORTS
         self._ips: dict[str, str] = {}
-        # Incremental sweep state: a snapshot of one ingress's keys at a time.
-        self._sweep_ingress = 0
-        self._sweep_keys: list[Address] = []
-        self._sweep_pos = 0
-        self._in_pass = False
-        self._next_pass = float("-inf")
 
     def __len__(self) -> int:
         return self._count
 
+    # -- hops ---------------------------------------------------------------
+
+    def hop(self, flow: Flow) -> Address:
+        hop = self.hops[flow_hop_index(flow)]
+        assert hop is not None, "a flow names a freed hop index"
+        return hop
+
+    def hop_prefix(self, hop: Address) -> bytes | None:
+        """The 2 bytes every flow to ``hop`` starts with, or None if no flow names it."""
+        return self._hop_prefixes.get(hop)
+
+    def _hop_prefix(self, hop: Address) -> bytes | None:
+        prefix = self._hop_prefixes.get(hop)
+        if prefix is not None:
+            return prefix
+        if not self._free_hops and len(self.hops) >= self._max_hops:
+            self._compact_hops()
+        if self._free_hops:
+            index = self._free_hops.pop()
+            self.hops[index] = hop
+        elif len(self.hops) < self._max_hops:
+            index = len(self.hops)
+            self.hops.append(hop)
+        else:
+            return None  # every index names a hop some live flow uses
+        prefix = self._hop_prefixes[hop] = index.to_bytes(HOP_INDEX_SIZE, "big")
+        return prefix
+
+    def _compact_hops(self) -> None:
+        """Free the indices no live flow names (rare: once per ``max_hops`` new hops)."""
+        used: set[int] = set()
+        for generation in (self.by_ingress, self._previous):
+            for flows in generation:
+                for flow in flows.values():
+                    used.add(flow[0] << 8 | flow[1])
+        for index, hop in enumerate(self.hops):
+            if hop is not None and index not in used:
+                del self._hop_prefixes[hop]
+                self.hops[index] = None
+                self._free_hops.append(index)
+        self.hop_epoch += 1
+
+    # -- flows --------------------------------------------------------------
+
     def get(self, client: Address, ingress: int) -> Flow | None:
-        return self.by_ingress[ingress].get(client)
+        """The client's flow; one found in the previous generation moves to current."""
+        flow = self.by_ingress[ingress].get(client)
+        if flow is None:
+            flow = self._previous[ingress].pop(client, None)
+            if flow is not None:
+                self.by_ingress[ingress][self._share(client)] = flow
+        return flow
 
-    def intern_hop(self, hop: Address) -> Address:
-        shared = self._hops.get(hop)
-        if shared is None:
-            # Bounded by the number of distinct next hops ever routed to, which
-            # only signed tokens, the cluster table and trusted sources produce.
-            shared = self._hops.setdefault(hop, hop)
-        return shared
+    def add(self, client: Address, ingress: int, hop: Address) -> Flow | None:
+        """Create or re-target the flow; ``None`` when the table is full.
 
-    def add(self, client: Address, ingress: int, hop: Address, now: float) -> Flow | None:
-        """Create or re-target the flow; ``None`` when the table is full."""
+        Raises EncapError for an address the header cannot carry (port 0).
+        """
         flows = self.by_ingress[ingress]
-        flow = flows.get(client)
-        hop = self.intern_hop(hop)
-        if flow is not None:
-            flow.hop = hop
-            flow.seen = now
-            return flow
-        if self._count >= self.capacity:
+        flow = self.get(client, ingress)
+        if flow is None and self._count >= self.capacity:
             self.refused += 1
             return None
-        flow = Flow(pack_header(client, ingress), hop, now)
-        flows[self._share_ip(client)] = flow
+        prefix = self._hop_prefix(hop)
+        if prefix is None:
+            self.refused += 1
+            return None
+        if flow is not None:
+            if not flow.startswith(prefix):
+                flow = prefix + flow[HOP_INDEX_SIZE:]
+                flows[client] = flow  # replaces the value, keeps the stored key
+            return flow
+        flow = prefix + pack_header(client, ingress)
+        flows[self._share(client)] = flow
         self._count += 1
         return flow
 
-    def _share_ip(self, client: Address) -> Address:
-        """The key to store: clients behind one NAT (or a benchmark) share one IP string.
-
-        A small cache, not ``sys.intern``: interning every distinct client IP
-        would cost more per flow than sharing saves.
+    def _share(self, client: Address) -> Address:
+        """The key to store: one port object per value, and repeated IPs (a NAT,
+        a benchmark) share one string. A small cache, not ``sys.intern``: interning
+        every distinct client IP would cost more per flow than sharing saves.
         """
+        port = self._ports[client[1]]
+        if port is None:
+            port = self._ports[client[1]] = client[1]
         ip = self._ips.get(client[0])
         if ip is None:
             if len(self._ips) >= _IP_CACHE_SIZE:
                 self._ips.clear()
-            self._ips[client[0]] = client[0]
-            return client
-        if ip is client[0]:
-            return client
+            ip = self._ips[client[0]] = client[0]
         if len(client) == 2:
-            return (ip, client[1])
-        return (ip, client[1], client[2], client[3])
+            return (ip, port)
+        return (ip, port, client[2], client[3])
 
     def remove(self, client: Address, ingress: int) -> bool:
-        if self.by_ingress[ingress].pop(client, None) is None:
+        if (
+            self.by_ingress[ingress].pop(client, None) is None
+            and self._previous[ingress].pop(client, None) is None
+        ):
             return False
         self._count -= 1
         return True
 
     def sweep(self, now: float, limit: int = DEFAULT_SWEEP_LIMIT) -> int:
-        """Expire up to ``limit`` examined flows idle for ``idle_timeout``; returns expired.
+        """Rotate generations when one is due, free expired flows; returns flows expired.
 
-        A pass walks a snapshot of each ingress's keys a slice per call, so no
-        call costs more than ``limit`` lookups; a new pass starts at most every
-        quarter timeout, so a flow lives at most ~1.25 timeouts plus one pass.
+        The first call starts the clock. Freeing walks the expired dicts at least
+        ``limit`` entries per call (more when many wait, so it always finishes
+        within a period), so no call costs time proportional to the table.
         """
-        if self._sweep_pos >= len(self._sweep_keys) and not self._advance_pass(now):
-            return 0
-        flows = self.by_ingress[self._sweep_ingress]
-        end = min(self._sweep_pos + limit, len(self._sweep_keys))
-        deadline = now - self.idle_timeout
         expired = 0
-        for key in self._sweep_keys[self._sweep_pos : end]:
-            flow = flows.get(key)
-            if flow is not None and flow.seen <= deadline:
-                del flows[key]
-                expired += 1
-        self._sweep_pos = end
-        self._count -= expired
-        self.expired += expired
+        if self._rotate_at is None:
+            self._rotate_at = now + self.idle_timeout
+        elif now >= self._rotate_at:
+            self._rotate_at = now + self.idle_timeout
+            for ingress, current in enumerate(self.by_ingress):
+                old = self._previous[ingress]
+                if old:
+                    expired += len(old)
+                    self._expiring.append(old)
+                self._previous[ingress] = current
+                self.by_ingress[ingress] = {}
+            self._count -= expired
+            self.expired += expired
+        self._free_expired(limit)
         return expired
 
-    def _advance_pass(self, now: float) -> bool:
-        """Move the sweep to the next ingress, or start a new pass if one is due."""
-        if self._in_pass and self._sweep_ingress + 1 < len(self.by_ingress):
-            self._sweep_ingress += 1
-        else:
-            self._in_pass = False
-            if now < self._next_pass:
-                return False
-            self._in_pass = True
-            self._next_pass = now + self.idle_timeout / 4
-            self._sweep_ingress = 0
-        self._sweep_keys = list(self.by_ingress[self._sweep_ingress])
-        self._sweep_pos = 0
-        return True
+    @property
+    def awaiting_free(self) -> int:
+        """Expired flows not yet freed (already out of ``len`` and every lookup)."""
+        return sum(len(flows) for flows in self._expiring)
 
-    def flows(self) -> Sequence[tuple[Address, int, Flow]]:
-        """Every flow as (client, ingress, flow); for tests and diagnostics, not the hot path."""
+    def _free_expired(self, limit: int) -> None:
+        budget = max(limit, self.awaiting_free // 8)
+        while self._expiring and budget > 0:
+            flows = self._expiring[-1]
+            count = min(budget, len(flows))
+            for _ in range(count):
+                flows.popitem()
+            budget -= count
+            if not flows:
+                self._expiring.pop()
+
+    def flows(self) -> Sequence[tuple[Address, int, Address]]:
+        """Every live flow as (client, ingress, next hop); for tests and diagnostics."""
         return [
-            (client, ingress, flow)
-            for ingress, flows in enumerate(self.by_ingress)
+            (client, ingress, self.hop(flow))
+            for generation in (self.by_ingress, self._previous)
+            for ingress, flows in enumerate(generation)
             for client, flow in flows.items()
         ]

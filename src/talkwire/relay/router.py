@@ -23,7 +23,15 @@ from typing import NamedTuple
 
 from talkwire import encap, route_token, stun
 from talkwire.errors import EncapError, StunError, StunMissingUsername, TokenError
-from talkwire.relay.flows import Address, Flow, FlowStore, FlowTable, NullFlowStore, StoredFlow
+from talkwire.relay.flows import (
+    Address,
+    Flow,
+    FlowStore,
+    FlowTable,
+    NullFlowStore,
+    StoredFlow,
+    flow_header,
+)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -144,6 +152,8 @@ class Router:
         self.settings = settings
         self.table = table
         self.store: FlowStore = store if store is not None else NullFlowStore()
+        # Nothing to build per created flow when there is no shared cache.
+        self._recording = type(self.store) is not NullFlowStore
         self.drops = [0] * len(Drop)
         self.created = [0] * len(FlowSource)
         # Flows learned from return traffic, for the I/O layer to announce to
@@ -157,25 +167,35 @@ class Router:
             assert hop is not None
             self._hops[cluster] = hop
         self._trust_cache: dict[str, bool] = {}
-        # Decoded return headers; bounded, so memory does not grow with flows.
-        self._routes: dict[bytes, ReturnRoute] = {}
+        # Return headers seen before -> (route, the flow as it was, the trusted
+        # source it came from); bounded, so memory does not grow with flows.
+        self._routes: dict[bytes, tuple[ReturnRoute, Flow, Address]] = {}
 
     # -- public side -------------------------------------------------------
 
     def from_public(
         self, data: bytes | bytearray | memoryview, client: Address, ingress: int, now: float
     ) -> Flow | Drop:
-        """Route a client datagram: the flow to forward on, or why it is dropped."""
+        """Route a client datagram: the flow to forward on, or why it is dropped.
+
+        ``now`` is the sans-IO clock; the table itself only needs it in ``sweep``
+        (a flow's freshness is the generation it sits in).
+        """
         flow = self.table.by_ingress[ingress].get(client)
         if flow is not None:
-            flow.seen = now
             return flow
         return self.from_new_client(data, client, ingress, now)
 
     def from_new_client(
         self, data: bytes | bytearray | memoryview, client: Address, ingress: int, now: float
     ) -> Flow | Drop:
-        """The slow path, for a client with no flow (the loop did the lookup)."""
+        """The slow path, for a client not in the current generation (the loop looked).
+
+        A flow idle since the last rotation is found here and made current.
+        """
+        flow = self.table.get(client, ingress)
+        if flow is not None:
+            return flow
         decision = self._new_client(data, client, ingress, now)
         if isinstance(decision, Drop):
             self.drops[decision] += 1
@@ -242,14 +262,14 @@ class Router:
         self, client: Address, ingress: int, hop: Address, now: float, source: FlowSource
     ) -> Flow | Drop:
         try:
-            flow = self.table.add(client, ingress, hop, now)
+            flow = self.table.add(client, ingress, hop)
         except EncapError:
             return Drop.BAD_HEADER  # an address the header cannot carry (port 0)
         if flow is None:
             return Drop.TABLE_FULL
         self.created[source] += 1
-        if source in (FlowSource.STUN, FlowSource.RETURN):
-            self.store.record(StoredFlow(client, ingress, flow.hop))
+        if self._recording and source in (FlowSource.STUN, FlowSource.RETURN):
+            self.store.record(StoredFlow(client, ingress, hop))
         return flow
 
     # -- internal side -----------------------------------------------------
@@ -258,15 +278,15 @@ class Router:
         self, data: bytes | bytearray | memoryview, source: Address, now: float
     ) -> ReturnRoute | Drop:
         """Route a transceiver datagram back to its client, or why it is dropped."""
-        # Fast path: a header seen before, from a trusted source, for a live flow
-        # already pointing at that source; decoding the header costs ~4x this.
-        if self._trust_cache.get(source[0]) and len(data) >= encap.HEADER_SIZE:
-            route = self._routes.get(bytes(data[: encap.HEADER_SIZE]))
-            if route is not None:
-                flow = self.table.by_ingress[route.ingress].get(route.client)
-                if flow is not None and flow.hop == source:
-                    flow.seen = now
-                    return route
+        # Fast path: a header seen before, from the same (so trusted) source, for
+        # a flow that is still current and unchanged (flows are immutable: the
+        # same object means the same hop); decoding the header costs ~4x this.
+        # A datagram shorter than a header makes a key no cached header equals.
+        cached = self._routes.get(bytes(data[: encap.HEADER_SIZE]))
+        if cached is not None:
+            route, flow, hop = cached
+            if self.table.by_ingress[route.ingress].get(route.client) is flow and hop == source:
+                return route
         decision = self._from_internal(data, source, now)
         if isinstance(decision, Drop):
             self.drops[decision] += 1
@@ -291,23 +311,22 @@ class Router:
         if client is None:
             return Drop.BAD_HEADER
         route = ReturnRoute(ingress, client)
-        if len(self._routes) >= _ROUTE_CACHE_SIZE:
-            self._routes.clear()
-        self._routes[bytes(data[: encap.HEADER_SIZE])] = route
-        flow = self.table.by_ingress[ingress].get(client)
-        if flow is None or flow.hop != source:
+        flow = self.table.get(client, ingress)
+        if flow is None or self.table.hop(flow) != source:
             created = flow is None
-            flow = self.table.add(client, ingress, source, now)
+            flow = self.table.add(client, ingress, source)
             if flow is None:
                 # The return path is stateless: the packet still goes out; the
                 # client's own packets will meet TABLE_FULL on the public side.
                 return route
             if created:
                 self.created[FlowSource.RETURN] += 1
-                self.store.record(StoredFlow(client, ingress, flow.hop))
-            self.announcements.append(encode_peer_flow(flow.header, flow.hop))
-        else:
-            flow.seen = now
+                if self._recording:
+                    self.store.record(StoredFlow(client, ingress, source))
+            self.announcements.append(encode_peer_flow(flow_header(flow), source))
+        if len(self._routes) >= _ROUTE_CACHE_SIZE:
+            self._routes.clear()
+        self._routes[bytes(data[: encap.HEADER_SIZE])] = (route, flow, source)
         return route
 
     def is_trusted(self, ip: str) -> bool:
@@ -338,11 +357,11 @@ class Router:
         client = _client_key(ip, port, self._families[ingress])
         if client is None:
             return False
-        flow = self.table.by_ingress[ingress].get(client)
-        if flow is not None and flow.hop == hop:
+        flow = self.table.get(client, ingress)
+        if flow is not None and self.table.hop(flow) == hop:
             return True
         created = flow is None
-        if self.table.add(client, ingress, hop, now) is None:
+        if self.table.add(client, ingress, hop) is None:
             return False
         if created:
             self.created[FlowSource.PEER] += 1

@@ -4,8 +4,9 @@
 sockets, a Router and a stop fd, so a benchmark can run it in-process. The
 loop waits in epoll, then drains each ready socket with ``recvfrom_into`` into
 one preallocated buffer until it would block (bounded per wake-up so no socket
-starves the others). Client -> transceiver goes out with ``sendmsg`` gathering
-the flow's precomputed header and a view of the buffer (no concatenation);
+starves the others). Client -> transceiver: the datagram lands behind room for
+the flow (hop index + header), the flow's 26 bytes are copied in front and the
+header + payload go out in one ``send`` on the hop's connected socket;
 transceiver -> client with ``sendto`` of a view past the header. Counters are
 local ints, written to the shared-memory row once per batch.
 """
@@ -21,14 +22,14 @@ from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass, field
 
 from talkwire.encap import HEADER_SIZE
-from talkwire.relay.flows import Address, Flow
+from talkwire.relay.flows import FLOW_SIZE, HOP_INDEX_SIZE, Address, FlowTable
 from talkwire.relay.metrics import Slot, publish_router
 from talkwire.relay.router import Drop, ReturnRoute, Router
 
 log = logging.getLogger(__name__)
 
-# Room for the header plus any UDP payload, so recvfrom_into never truncates.
-BUFFER_SIZE = HEADER_SIZE + 65536
+# Room for the flow (hop index + header) plus any UDP payload: never truncated.
+BUFFER_SIZE = FLOW_SIZE + 65536
 DEFAULT_TICK = 0.25
 DEFAULT_DRAIN_LIMIT = 512
 # Next hops are transceivers and cluster ingresses: few. Past this, sendto.
@@ -179,6 +180,26 @@ class _HopSenders:
         self.sends.clear()
 
 
+_Send = Callable[[memoryview], int]
+
+
+class _HopPages:
+    """Hop index -> send function, in 256 pages of 256, filled on first use."""
+
+    def __init__(self) -> None:
+        self._empty: list[_Send | None] = [None] * 256
+        self.pages: list[list[_Send | None]] = [self._empty] * 256
+
+    def set(self, index: int, send: _Send) -> None:
+        high, low = divmod(index, 256)
+        if self.pages[high] is self._empty:
+            self.pages[high] = [None] * 256
+        self.pages[high][low] = send
+
+    def clear(self) -> None:
+        self.pages[:] = [self._empty] * 256
+
+
 def forward(
     socks: WorkerSockets,
     router: Router,
@@ -199,16 +220,22 @@ def forward(
     drops = router.drops
     buf = bytearray(BUFFER_SIZE)
     view = memoryview(buf)
-    # Client datagrams land behind room for the header, which is then copied in
-    # front: one 24-byte copy instead of a concatenation or a sendmsg iovec list.
-    behind_header = view[HEADER_SIZE:]
+    # Client datagrams land behind room for the flow, which is then copied in
+    # front (one 26-byte copy: hop index + header) and sent from the header on,
+    # instead of a concatenation or a sendmsg iovec list.
+    behind_flow = view[FLOW_SIZE:]
     flows_by_ingress = table.by_ingress
     public_recv = [sock.recvfrom_into for sock in socks.public]
     public_sendto = [sock.sendto for sock in socks.public]
     internal_recv = [socks.internal.recvfrom_into]
     internal_sendto = socks.internal.sendto
     hops = _HopSenders(socks.internal, socks.socket_buffer, max_connected_hops)
-    hop_sends = hops.sends
+    # Hop index -> send, as pages[high byte][low byte]: two list subscripts
+    # with the flow's first two bytes, cheaper per packet than building the
+    # index for a dict. Reset when the table reuses indices (hop_epoch).
+    hop_pages = _HopPages()
+    hop_epoch = table.hop_epoch
+    pages = hop_pages.pages
     new_client = router.from_new_client
     from_internal = router.from_internal
     announcements = router.announcements
@@ -225,19 +252,24 @@ def forward(
     for fd in roles:
         epoll.register(fd, select.EPOLLIN)
 
-    def connect_hop(hop: Address) -> Callable[[memoryview], int]:
-        sock = hops.connect(hop)
-        if sock is None:
-            # Past the limit (or connect failed): unconnected, like any UDP relay.
-            def send_unconnected(data: memoryview) -> int:
-                return internal_sendto(data, hop)
+    def connect_hop(index: int) -> Callable[[memoryview], int]:
+        hop = _hop(table, index)
+        send = hops.sends.get(hop)
+        if send is None:
+            sock = hops.connect(hop)
+            if sock is None:
+                # Past the limit (or connect failed): unconnected, like any UDP relay.
+                def send_unconnected(data: memoryview) -> int:
+                    return internal_sendto(data, hop)
 
-            hop_sends[hop] = send_unconnected
-            return send_unconnected
-        roles[sock.fileno()] = (_INTERNAL, len(internal_recv))
-        internal_recv.append(sock.recvfrom_into)
-        epoll.register(sock.fileno(), select.EPOLLIN)
-        return sock.send
+                send = hops.sends[hop] = send_unconnected
+            else:
+                roles[sock.fileno()] = (_INTERNAL, len(internal_recv))
+                internal_recv.append(sock.recvfrom_into)
+                epoll.register(sock.fileno(), select.EPOLLIN)
+                send = sock.send
+        hop_pages.set(index, send)
+        return send
 
     to_t_packets = to_t_bytes = to_c_packets = to_c_bytes = 0
     next_tick = clock()
@@ -247,6 +279,9 @@ def forward(
             events = epoll.poll(tick)
             now = clock()
             slow = False
+            if table.hop_epoch != hop_epoch:  # return or peer traffic reused hop indices
+                hop_pages.clear()
+                hop_epoch = table.hop_epoch
             for fd, _mask in events:
                 role, index = roles[fd]
                 if role == _PUBLIC:
@@ -254,35 +289,36 @@ def forward(
                     flows = flows_by_ingress[index]
                     for _ in range(drain_limit):
                         try:
-                            n, client = recv(behind_header)
+                            n, client = recv(behind_flow)
                         except BlockingIOError:
                             break
                         except OSError:
                             continue
                         flow = flows.get(client)
-                        if flow is None and peer_rx is not None:
-                            # A sibling may have just announced this client (it sent
-                            # the announcement before the reply that prompted this packet).
-                            _drain_peers(peer_rx, router, now, drain_limit)
-                            flow = flows.get(client)
                         if flow is None:
                             slow = True
+                            if peer_rx is not None:
+                                # A sibling may have just announced this client (it sent
+                                # the announcement before the reply that prompted this packet).
+                                _drain_peers(peer_rx, router, now, drain_limit)
                             try:
-                                decision = new_client(behind_header[:n], client, index, now)
+                                decision = new_client(behind_flow[:n], client, index, now)
                             except Exception:
                                 failures = _internal_error(drops, failures)
                                 continue
-                            if type(decision) is not Flow:
+                            if type(decision) is not bytes:
                                 continue
                             flow = decision
-                        flow.seen = now
-                        buf[:HEADER_SIZE] = flow.header
+                            if table.hop_epoch != hop_epoch:
+                                hop_pages.clear()
+                                hop_epoch = table.hop_epoch
+                        buf[:FLOW_SIZE] = flow
                         try:
-                            send = hop_sends.get(flow.hop)
+                            send = pages[flow[0]][flow[1]]
                             if send is None:
                                 slow = True
-                                send = connect_hop(flow.hop)
-                            send(view[: n + HEADER_SIZE])
+                                send = connect_hop(flow[0] << 8 | flow[1])
+                            send(view[HOP_INDEX_SIZE : n + FLOW_SIZE])
                         except OSError:
                             # ENOBUFS, or ECONNREFUSED on a connected socket after an
                             # ICMP unreachable from a hop that went away.
@@ -340,6 +376,12 @@ def forward(
     finally:
         epoll.close()
         hops.close()
+
+
+def _hop(table: FlowTable, index: int) -> Address:
+    hop = table.hops[index]
+    assert hop is not None, "a live flow names a freed hop index"
+    return hop
 
 
 def _drain_peers(peer_rx: socket.socket, router: Router, now: float, limit: int) -> None:
