@@ -25,8 +25,9 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError
+
+from talkwire.transceiver import jitter
 
 CLIENT_RATE = 48000
 CLIENT_FRAME = 960  # 20 ms at 48 kHz
@@ -169,9 +170,7 @@ class RealtimeCall:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         for transceiver in self.pc.getTransceivers():
             # Measure the server, not this client's jitter buffer.
-            transceiver.receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
-                capacity=16, prefetch=0
-            )
+            jitter.install(transceiver.receiver)
         sdp: str = self.pc.localDescription.sdp
         return sdp
 

@@ -57,7 +57,9 @@ async def call_info(request: web.Request) -> web.Response:
     call = request.app[TRANSCEIVER_KEY].calls.get(request.match_info["call_id"])
     if call is None:
         return error(404, "call_not_found", "no such call on this transceiver")
-    return web.json_response({"call_id": call.call_id, "timings_ms": call.timings.as_ms()})
+    return web.json_response(
+        {"call_id": call.call_id, "timings_ms": call.timings.as_ms(), "audio": call.audio_stats()}
+    )
 
 
 async def health(request: web.Request) -> web.Response:

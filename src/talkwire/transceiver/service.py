@@ -161,6 +161,8 @@ class Transceiver:
         self.metrics.active.set(len(self.calls))
         if call.timings.dtls_connected is not None:
             self.metrics.connect_seconds.observe(call.timings.dtls_connected - call.timings.offer)
+        for step in call.close_timeouts:
+            self.metrics.errors.labels(f"close_timeout:{step}").inc()
         if call.end_reason not in ("hangup", "connection_closed", "agent_closed", "shutdown"):
             self.metrics.errors.labels(call.end_reason or reason).inc()
         log.info(

@@ -17,11 +17,11 @@ from typing import Any
 
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from talkwire.protocol.events import make_event
+from talkwire.transceiver import jitter
 from talkwire.transceiver.agent_link import AgentError, AgentLink, error_event
 from talkwire.transceiver.audio import AgentAudioTrack, InboundConverter
 from talkwire.transceiver.ice import RelayBinding, bind_connection
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 EVENTS_CHANNEL = "oai-events"
 AGENT_QUEUE_FRAMES = 250  # 5 s of audio: beyond this the agent is stalled
 MAX_PENDING_BROWSER_EVENTS = 256  # until the browser opens oai-events
+CLOSE_STEP_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Call:
         self.timings = CallTimings()
         self.end_reason: str | None = None
         self.answer_sdp: str | None = None
+        self.close_timeouts: list[str] = []
         self._connect_timeout = connect_timeout
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._track = AgentAudioTrack(on_playing=self._playing_changed)
@@ -111,10 +113,9 @@ class Call:
         for transceiver in self._pc.getTransceivers():
             if transceiver.kind == "audio":
                 self._pc.addTrack(self._track)
-                # The default waits for 4 packets before decoding: 80 ms on every turn.
-                transceiver.receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
-                    capacity=16, prefetch=0
-                )
+                # aiortc's buffer holds every frame until the next arrives (and
+                # by default for 4 more): decode on arrival instead.
+                jitter.install(transceiver.receiver)
                 break
         await self._pc.setLocalDescription(await self._pc.createAnswer())
         self.timings.answered = time.monotonic()
@@ -127,6 +128,15 @@ class Call:
         if self._pc.sctp is not None:
             found.append(self._pc.sctp.transport.transport._connection)
         return found
+
+    def audio_stats(self) -> dict[str, float | int]:
+        return {
+            "playout_queued_ms": round(self._track.queued_seconds * 1000, 1),
+            "frames_played": self._track.frames_played,
+            "frames_skipped": self._track.frames_skipped,
+            "frames_to_agent": self._agent.frames_sent,
+            "frames_from_agent": self._agent.frames_received,
+        }
 
     # -- lifetime --------------------------------------------------------
 
@@ -142,11 +152,21 @@ class Call:
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._step("tasks", asyncio.gather(*tasks, return_exceptions=True))
         self._track.stop()
-        await self._agent.close()
-        await self._pc.close()
+        await self._step("agent", self._agent.close())
+        await self._step("peer connection", self._pc.close())
         self.binding.release()
+
+    async def _step(self, what: str, awaitable: Any) -> None:
+        # A release step that hangs must not keep the call (and its capacity) forever.
+        try:
+            await asyncio.wait_for(awaitable, CLOSE_STEP_TIMEOUT_S)
+        except TimeoutError:
+            log.error(
+                "call %s: closing %s took over %s s", self.call_id, what, CLOSE_STEP_TIMEOUT_S
+            )
+            self.close_timeouts.append(what)
 
     def end(self, reason: str) -> None:
         """Ask the call to end; its supervisor does the releasing."""
