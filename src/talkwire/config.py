@@ -9,9 +9,7 @@ from talkwire.errors import ConfigError
 
 Address = tuple[str, int]
 
-_HOST_PORT = re.compile(
-    r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<p6>\d{1,5})|(?P<v4>[^:\[\]]+):(?P<p4>\d{1,5})"
-)
+_HOST_PORT = re.compile(r"\[(?P<v6>[^\]]+)\]:(?P<p6>\d+)|(?P<v4>[^:\[\]]+):(?P<p4>\d+)")
 
 
 def parse_address(text: str, what: str = "address", *, allow_port_zero: bool = False) -> Address:
@@ -25,6 +23,8 @@ def parse_address(text: str, what: str = "address", *, allow_port_zero: bool = F
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise ConfigError(f"{what} host {host!r} is not an IP address") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+        raise ConfigError(f"{what} {text!r}: scoped IPv6 addresses are not supported")
     if (ip.version == 6) != bool(match["v6"]):
         raise ConfigError(f"{what} {text!r}: write IPv6 as [addr]:port")
     low = 0 if allow_port_zero else 1

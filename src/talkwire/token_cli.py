@@ -7,13 +7,11 @@ secret (``keygen`` output is the one exception: it *is* a new keyring file).
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import re
 
 from talkwire import route_token
+from talkwire.config import format_address, parse_address
 from talkwire.errors import ConfigError, TokenError
-
-_HOST_PORT = re.compile(r"\[(?P<v6>[^\]]+)\]:(?P<p6>\d+)|(?P<v4>[^:\[\]]+):(?P<p4>\d+)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,39 +50,16 @@ def run(args: argparse.Namespace) -> int:
     return _keygen(args)
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """``1.2.3.4:5`` or ``[::1]:5`` -> (ip text, port); ConfigError otherwise."""
-    match = _HOST_PORT.fullmatch(text)
-    if match is None:
-        raise ConfigError(f"transceiver address {text!r} is not HOST:PORT ([IPv6]:PORT)")
-    host = match["v6"] or match["v4"]
-    port = int(match["p6"] or match["p4"])
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ConfigError(f"transceiver host {host!r} is not an IP address") from None
-    if (ip.version == 6) != bool(match["v6"]):
-        raise ConfigError(f"transceiver address {text!r}: write IPv6 as [addr]:port")
-    if not 0 < port <= 0xFFFF:
-        raise ConfigError(f"transceiver port {port} out of range 1..65535")
-    return str(ip), port
-
-
 def _int_option(name: str, text: str, high: int) -> int:
     if re.fullmatch(r"\d{1,5}", text) is None or int(text) > high:
         raise ConfigError(f"{name} {text!r} is not an integer 0..{high}")
     return int(text)
 
 
-def _format_address(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _mint(args: argparse.Namespace) -> int:
     keyring = route_token.Keyring.from_file(args.keyring)
     cluster = _int_option("cluster", args.cluster, route_token.MAX_CLUSTER)
-    address = parse_address(args.transceiver)
+    address = parse_address(args.transceiver, "transceiver address")
     try:
         ufrag = route_token.mint(keyring, cluster, address)
     except TokenError as exc:
@@ -103,7 +78,7 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"version: {token.version}")
     print(f"key id: {token.key_id}")
     print(f"cluster: {token.cluster}")
-    print(f"transceiver: {_format_address(token.address)}")
+    print(f"transceiver: {format_address(token.address)}")
     print(f"nonce: {token.nonce.hex()}")
     if keyring is None:
         print("mac: unchecked (no keyring)")

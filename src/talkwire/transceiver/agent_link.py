@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from talkwire.errors import ProtocolError
+from talkwire.protocol import events
 from talkwire.protocol.events import make_event, parse_event
 
 log = logging.getLogger(__name__)
@@ -94,28 +95,20 @@ class AgentLink:
             self._on_clear()
         self._on_event(text)
 
-    async def send_audio(self, pcm: bytes) -> None:
+    async def send(self, item: bytes | str) -> None:
+        """Audio (bytes) or an event (str); AgentError if the agent stopped reading."""
         ws = self._ws
         if ws is None or ws.closed:
             return
+        frame = ws.send_bytes(item) if isinstance(item, bytes) else ws.send_str(item)
         try:
-            await asyncio.wait_for(ws.send_bytes(pcm), SEND_TIMEOUT_S)
+            await asyncio.wait_for(frame, SEND_TIMEOUT_S)
         except TimeoutError as exc:
-            raise AgentError("agent_stalled", "agent stopped reading audio") from exc
+            raise AgentError("agent_stalled", "agent stopped reading") from exc
         except (ConnectionError, aiohttp.ClientError):
             return
-        self.frames_sent += 1
-
-    async def send_event(self, text: str) -> None:
-        ws = self._ws
-        if ws is None or ws.closed:
-            return
-        try:
-            await asyncio.wait_for(ws.send_str(text), SEND_TIMEOUT_S)
-        except TimeoutError as exc:
-            raise AgentError("agent_stalled", "agent stopped reading events") from exc
-        except (ConnectionError, aiohttp.ClientError):
-            return
+        if isinstance(item, bytes):
+            self.frames_sent += 1
 
     async def close(self) -> None:
         if self._ws is not None and not self._ws.closed:
@@ -123,6 +116,4 @@ class AgentLink:
 
 
 def error_event(code: str, message: str) -> str:
-    return json.dumps(
-        make_event("error", error={"type": "server_error", "code": code, "message": message})
-    )
+    return json.dumps(events.error_event(message, code=code, error_type="server_error"))

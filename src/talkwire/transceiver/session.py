@@ -249,10 +249,7 @@ class Call:
         while True:
             item = await self._to_agent.get()
             try:
-                if isinstance(item, bytes):
-                    await self._agent.send_audio(item)
-                else:
-                    await self._agent.send_event(item)
+                await self._agent.send(item)
             except AgentError as exc:
                 self._fail_agent(exc)
                 return
