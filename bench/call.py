@@ -228,6 +228,9 @@ async def measure_calls(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not CHROMIUM.is_file():
+        print(f"call bench: Debian's chromium is not installed ({CHROMIUM})", file=sys.stderr)
+        return 2
     started = time.monotonic()
     try:
         results = asyncio.run(run(args))

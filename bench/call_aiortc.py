@@ -172,7 +172,11 @@ class Probe:
                 continue
             started: asyncio.Future[float] = asyncio.get_running_loop().create_future()
             self.call.source.play(self._burst, on_start=started.set_result)
-            start = await asyncio.wait_for(started, BURST_TIMEOUT_S)
+            try:
+                start = await asyncio.wait_for(started, BURST_TIMEOUT_S)
+            except TimeoutError:  # the call stopped pulling audio: it is dead
+                lost += 1
+                continue
             back = await ear.until(partial(ear.heard_since, start), BURST_TIMEOUT_S)
             if back:
                 samples.append(round((ear.onsets[-1] - start) * 1000, 1))

@@ -255,9 +255,7 @@ async def load_set(page: Page, stack: Stack, total: int, parallel: int = 4) -> d
         60 + total,
     )
     with contextlib.suppress(PlaywrightTimeout):  # reported below: connected < total
-        await page.wait_for_function(
-            f"load.connected + load.failed >= {total}", timeout=CONNECT_TIMEOUT_MS
-        )
+        await page.wait_for_function("load.pending() === 0", timeout=CONNECT_TIMEOUT_MS)
     status: dict[str, Any] = await page.evaluate(
         "({connected: load.connected, failed: load.failed, errors: load.errors.slice(0, 5),"
         " calls: load.calls.length})"
@@ -266,6 +264,7 @@ async def load_set(page: Page, stack: Stack, total: int, parallel: int = 4) -> d
     return status
 
 
-async def load_rtp(page: Page) -> dict[str, int]:
-    totals: dict[str, int] = await asyncio.wait_for(page.evaluate("load.rtpTotals()"), 30)
-    return totals
+async def load_rtp(page: Page) -> dict[str, list[int]]:
+    """Per connected load call: [RTP packets sent, received, lost] so far."""
+    rows: dict[str, list[int]] = await asyncio.wait_for(page.evaluate("load.rtpByCall()"), 30)
+    return rows

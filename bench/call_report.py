@@ -28,6 +28,8 @@ def print_step(step: dict[str, Any]) -> None:
     verdict = "" if "ok" not in step else ("  ok" if step["ok"] else "  over")
     if step.get("load_side_saturated"):
         verdict += " (load core saturated)"
+    if step.get("dropped", 0) > 0:
+        verdict += f" ({step['dropped']} calls dropped by the server)"
     if step.get("refine"):
         verdict += " (bisecting)"
     lost = f" lost {lat['lost']}" if lat["lost"] else ""
@@ -137,6 +139,8 @@ def print_summary(results: dict[str, Any]) -> None:
             f" (≈ {fmt(cap['calls_per_core_by_cpu'], 0)} calls per core by CPU alone)"
         )
     ramp = results.get("ramp") or {}
+    if ramp.get("error"):
+        print(f"\n  the ramp stopped early: {ramp['error']}")
     if ramp.get("left_active"):
         print(
             f"\n  WARNING: the transceiver still held {ramp['left_active']} calls after every"

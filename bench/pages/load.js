@@ -94,27 +94,37 @@
     return load.calls.length;
   };
 
-  // Packets and bytes the page sent and received on all calls (one getStats per call).
-  load.rtpTotals = async () => {
-    const totals = { sent: 0, received: 0, lost: 0 };
-    for (const { pc } of load.calls) {
-      if (pc.connectionState !== "connected") continue;
+  // Calls still coming up (neither connected nor given up).
+  load.pending = () =>
+    load.calls.filter((e) => !["connected", "failed", "closed", "rejected"].includes(e.state)).length;
+
+  // Per live call (keyed by its call URL): [packets sent, packets received, packets lost].
+  load.rtpByCall = async () => {
+    const out = {};
+    for (const { pc, url } of load.calls) {
+      if (pc.connectionState !== "connected" || !url) continue;
+      const row = [0, 0, 0];
       const stats = await pc.getStats();
       stats.forEach((s) => {
-        if (s.type === "outbound-rtp" && s.kind === "audio") totals.sent += s.packetsSent || 0;
+        if (s.type === "outbound-rtp" && s.kind === "audio") row[0] += s.packetsSent || 0;
         if (s.type === "inbound-rtp" && s.kind === "audio") {
-          totals.received += s.packetsReceived || 0;
-          totals.lost += s.packetsLost || 0;
+          row[1] += s.packetsReceived || 0;
+          row[2] += s.packetsLost || 0;
         }
       });
+      out[url] = row;
     }
-    return totals;
+    return out;
   };
 
   // Hangs up the newest calls until `total` are left: the server's hangup first,
   // then the peer connection. Resolves with how many it hung up.
   load.closeDownTo = async (total) => {
-    const calls = load.calls.splice(Math.max(0, total));
+    // Calls the server ended (or that never came up) go first, then the newest.
+    const dead = (e) => e.state === "failed" || e.state === "closed" || e.state === "rejected";
+    const live = load.calls.filter((e) => !dead(e));
+    const calls = [...load.calls.filter(dead), ...live.splice(Math.max(0, total))];
+    load.calls = live;
     await Promise.all(
       calls.map(async (entry) => {
         if (entry.url) {
