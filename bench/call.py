@@ -29,7 +29,7 @@ import aiohttp
 import call_aiortc
 import call_browser
 from call_browser import CHROMIUM, BenchError, chromium, tone_wav
-from call_procs import browser_pids, children, pin, renice
+from call_procs import CpuMeter, browser_pids, children, pin, renice
 from call_profile import Profiler
 from call_ramp import LOAD_CORE, capacity, ramp
 from call_report import STEP_HEADER, print_summary
@@ -145,16 +145,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await call_browser.open_demo(demo, stack)
                 floor = await context.new_page()
                 await floor.goto(pages + "/floor.html")
+                # Relay workers (and anything else a component forks) count as it.
+                groups = {name: [pid, *children(pid)] for name, pid in pids.items()}
+                groups["chromium_probe"] = browser_pids(os.getpid(), Path(tmp) / "probe")
+                groups["bench"] = [os.getpid()]
+                meter = CpuMeter(groups)
+                meter.start()
                 await measure_calls(results, demo, floor, http, stack, args)
+                results["calls_cpu"] = meter.stop().to_json()
                 if "ramp" not in args.skip:
                     async with chromium(playwright, Path(tmp) / "load", mic) as load_context:
                         load = await load_context.new_page()
                         await load.goto(pages + "/load.html")
-                        # Relay workers (and anything else a component forks) count as it.
-                        groups = {name: [pid, *children(pid)] for name, pid in pids.items()}
                         groups["chromium"] = browser_pids(os.getpid(), Path(tmp) / "load")
-                        groups["chromium_probe"] = browser_pids(os.getpid(), Path(tmp) / "probe")
-                        groups["bench"] = [os.getpid()]
                         # The load browser yields its core to the probes and the stack: a
                         # busy load core then slows the load calls, not the measurement.
                         renice(groups["chromium"], LOAD_NICE)

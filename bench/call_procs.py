@@ -95,11 +95,17 @@ class CpuWindow:
     process: dict[str, float]  # name -> cores (1.0 = one core busy all window)
     cores: dict[int, float]  # core -> busy fraction
 
+    @property
+    def foreign(self) -> float:
+        """Cores busy with work none of the metered processes did (other users of the host)."""
+        return sum(self.cores.values()) - sum(self.process.values())
+
     def to_json(self) -> dict[str, object]:
         return {
             "seconds": round(self.seconds, 3),
             "process_cores": {k: round(v, 4) for k, v in self.process.items()},
             "core_busy": {str(k): round(v, 4) for k, v in self.cores.items()},
+            "foreign_cores": round(self.foreign, 3),
         }
 
 

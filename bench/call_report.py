@@ -8,6 +8,7 @@ ADDED_P95_LIMIT_MS = 20.0
 TARGET_DTLS_MS = 40.0
 TARGET_RTT_MS = 80.0
 TARGET_CALLS = 50
+FOREIGN_NOISY = 0.25  # cores of other users' work during a measurement
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
@@ -145,6 +146,19 @@ def print_summary(results: dict[str, Any]) -> None:
         print(
             f"\n  WARNING: the transceiver still held {ramp['left_active']} calls after every"
             " call of the ramp had hung up (calls that never end leak capacity)"
+        )
+    foreign = [("setup and round trip", results.get("calls_cpu", {}).get("foreign_cores"))]
+    foreign += [
+        (f"ramp step of {step['calls']} calls", step.get("foreign_cores"))
+        for step in [ramp.get("baseline") or {}, *ramp.get("steps", [])]
+    ]
+    noisy = [(what, f) for what, f in foreign if f is not None and f > FOREIGN_NOISY]
+    if noisy:
+        worst = max(noisy, key=lambda x: x[1])
+        print(
+            f"\n  WARNING: other work on this host used up to {100 * worst[1]:.0f}% of a core"
+            f" ({worst[0]}); {len(noisy)} of the measured phases were above"
+            f" {100 * FOREIGN_NOISY:.0f}%: rerun on a quiet host before trusting them"
         )
     print("\n  targets")
     dtls = setup.get("chromium", {}).get("dtls", {}).get("p50")
