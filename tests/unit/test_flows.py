@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import itertools
+import socket
 import tracemalloc
 
 import pytest
@@ -11,10 +13,14 @@ import pytest
 from talkwire.encap import pack_header, unpack_header
 from talkwire.relay.flows import (
     FLOW_SIZE,
+    SOCKADDR_SIZE,
     FlowTable,
     NullFlowStore,
     StoredFlow,
+    client_key,
     flow_header,
+    key_address,
+    key_sockaddr,
     normalize_address,
 )
 
@@ -39,13 +45,34 @@ def test_add_builds_header_and_shares_hop() -> None:
     assert table.flows() == [(("192.0.2.1", 4000), 0, HOP), (("192.0.2.2", 4001), 1, HOP)]
 
 
-def test_stored_keys_share_port_objects() -> None:
-    table = FlowTable(1)
-    for i in range(3):
-        # int(str) makes a new int object each time, as each recvfrom does.
-        table.add((f"192.0.2.{i}", int("40000")), 0, HOP)
-    ports = {id(key[1]) for key in table.by_ingress[0]}
-    assert len(ports) == 1
+@pytest.mark.parametrize(
+    ("family", "address"),
+    [(socket.AF_INET, ("127.0.0.1", 0)), (socket.AF_INET6, ("::1", 0, 0, 0))],
+    ids=["ipv4", "ipv6"],
+)
+def test_client_key_is_what_the_kernel_writes_into_a_sockaddr(
+    family: socket.AddressFamily, address: tuple[str, int] | tuple[str, int, int, int]
+) -> None:
+    # A real sockaddr from the kernel (getsockname fills the same structure
+    # recvmmsg does), read raw through a ctypes buffer.
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        raw = ctypes.create_string_buffer(SOCKADDR_SIZE)
+        size = ctypes.c_uint32(SOCKADDR_SIZE)
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.getsockname(sock.fileno(), raw, ctypes.byref(size)) == 0
+        name = raw.raw[: size.value]
+        bound = sock.getsockname()
+    key = client_key(bound)
+    assert name[2 : 2 + len(key)] == key
+    assert key_sockaddr(key)[: size.value] == name
+    assert key_address(key) == bound
+
+
+def test_client_key_rejects_non_addresses() -> None:
+    for bad in [("not an ip", 1), ("192.0.2.1", 70000), ("1.2.3", 1), ("192.0.2.1", 1, 0, 0)]:
+        with pytest.raises(ValueError):
+            client_key(bad)  # type: ignore[arg-type]
 
 
 def test_re_adding_retargets() -> None:
@@ -65,7 +92,8 @@ def test_ipv6_flow_uses_the_recvfrom_key_form() -> None:
     assert client == ("::1", 4000, 0, 0)
     flow = table.add(client, 0, normalize_address("::1", 5000))
     assert flow is not None
-    assert table.by_ingress[0][("::1", 4000, 0, 0)] == flow
+    assert table.by_ingress[0][client_key(("::1", 4000, 0, 0))] == flow
+    assert len(client_key(client)) == 22 and len(client_key(("192.0.2.1", 1))) == 6
     assert unpack_header(flow_header(flow)).client == ("::1", 4000)
 
 
@@ -92,9 +120,9 @@ def test_unused_flows_expire_a_generation_later() -> None:
     assert table.sweep(29.0) == 0
     assert table.sweep(30.0) == 0  # both move to the previous generation
     # The loop looks in the current generation only; a miss goes through get().
-    assert ("192.0.2.1", 2) not in table.by_ingress[1]
+    assert client_key(("192.0.2.1", 2)) not in table.by_ingress[1]
     assert table.get(("192.0.2.1", 2), 1) == busy  # used: made current again
-    assert table.by_ingress[1][("192.0.2.1", 2)] == busy
+    assert table.by_ingress[1][client_key(("192.0.2.1", 2))] == busy
     assert table.sweep(59.0) == 0
     assert table.sweep(60.0) == 1
     assert table.get(("192.0.2.1", 1), 0) is None

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from talkwire import route_token
 from talkwire.encap import HEADER_SIZE, pack_header, unpack_header
-from talkwire.relay.flows import Address, Flow, FlowTable, StoredFlow, flow_header
+from talkwire.relay.flows import (
+    Address,
+    Flow,
+    FlowTable,
+    StoredFlow,
+    client_key,
+    flow_header,
+)
 from talkwire.relay.router import (
     Drop,
     FlowSource,
@@ -121,9 +128,9 @@ def test_a_flow_idle_for_a_generation_is_found_and_made_current() -> None:
     created = router.from_public(binding_request(token()), CLIENT, 0, now=0.0)
     router.table.sweep(0.0)
     router.table.sweep(router.table.idle_timeout)  # rotation: the flow is now "previous"
-    assert CLIENT not in router.table.by_ingress[0]  # the loop's lookup misses...
+    assert client_key(CLIENT) not in router.table.by_ingress[0]  # the loop's lookup misses...
     assert router.from_new_client(DTLS, CLIENT, 0, now=31.0) == created  # ...this finds it
-    assert router.table.by_ingress[0][CLIENT] == created
+    assert router.table.by_ingress[0][client_key(CLIENT)] == created
     assert sum(router.drops) == 0 and router.created[FlowSource.STUN] == 1
 
 

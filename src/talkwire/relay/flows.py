@@ -1,20 +1,24 @@
 """The relay's flow table: client address (per ingress socket) -> next hop.
 
 Sans-IO: time is always a parameter. The forwarding loop reads ``by_ingress``
-directly (one dict lookup per packet, keyed by the very address tuple that
-``recvfrom_into`` returned, so the fast path builds no key); everything else
-(creation, expiry, capacity) goes through methods.
+directly (one dict lookup per packet); everything else (creation, expiry,
+capacity) goes through methods.
 
 Memory is what bounds a relay's flow count, so a flow is as small as Python
-allows: one dict slot, a key tuple whose port object is shared, and one
-26-byte ``bytes`` value holding the next hop's index and the client's
-encapsulation header. Idleness is tracked by *generation*, not by a per-flow
-timestamp: the dict a flow sits in says when it was last used.
+allows: one dict slot, a *client key* and one 26-byte value. The key is the
+client's port and IP exactly as a Linux ``sockaddr_in``/``sockaddr_in6``
+holds them from byte 2 on, so a batched receive reads it straight out of the
+kernel's address buffer with one slice and no parsing (``client_key`` makes
+it from an address tuple). The value holds the next hop's index and the
+client's encapsulation header. Idleness is tracked by *generation*, not by a
+per-flow timestamp: the dict a flow sits in says when it was last used.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,8 +26,23 @@ from typing import Protocol
 from talkwire.encap import HEADER_SIZE, pack_header
 
 # (ip, port) for IPv4; (ip, port, flowinfo, scope_id) for IPv6, exactly as
-# `socket.recvfrom` returns them, so that a received address is a dict key as-is.
+# `socket.recvfrom` returns them.
 Address = tuple[str, int] | tuple[str, int, int, int]
+
+# A client key: sockaddr bytes 2..8 for IPv4 (port, address: 6 bytes) and 2..24
+# for IPv6 (port, flowinfo, address: 22 bytes), all in network byte order.
+# Linux reports flowinfo 0 on received datagrams; scope ids (link-local
+# clients) are not part of the key and not supported.
+ClientKey = bytes
+V4_KEY_SIZE = 6
+V6_KEY_SIZE = 22
+SOCKADDR_SIZE = 28  # sockaddr_in6; sockaddr_in (16) padded with zeros to it
+_V4_KEY = struct.Struct("!H4s")
+_V6_KEY = struct.Struct("!HI16s")
+_SOCKADDR_V4_PREFIX = struct.pack("=H", socket.AF_INET)
+_SOCKADDR_V6_PREFIX = struct.pack("=H", socket.AF_INET6)
+_SOCKADDR_V4_PAD = bytes(SOCKADDR_SIZE - 2 - V4_KEY_SIZE)
+_SOCKADDR_V6_PAD = bytes(SOCKADDR_SIZE - 2 - V6_KEY_SIZE)
 
 # A flow as the table stores it: the next hop's index in ``FlowTable.hops``
 # (2 bytes, big-endian), then the 24-byte encapsulation header for the client.
@@ -38,8 +57,32 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_CAPACITY = 1_000_000
 # Expired flows freed per sweep call, at least (more when many wait).
 DEFAULT_SWEEP_LIMIT = 4096
-_IP_CACHE_SIZE = 1024
-_PORTS = 1 << 16
+
+
+def client_key(client: Address) -> ClientKey:
+    """The key for an address tuple; ValueError when it is not one."""
+    try:
+        if len(client) == 2:
+            return _V4_KEY.pack(client[1], socket.inet_pton(socket.AF_INET, client[0]))
+        return _V6_KEY.pack(client[1], client[2], socket.inet_pton(socket.AF_INET6, client[0]))
+    except (OSError, struct.error, TypeError, IndexError) as exc:
+        raise ValueError(f"not a client address: {client!r}") from exc
+
+
+def key_address(key: ClientKey) -> Address:
+    """The address tuple ``recvfrom`` would have given for ``key``."""
+    if len(key) == V4_KEY_SIZE:
+        port, ip = _V4_KEY.unpack(key)
+        return (socket.inet_ntoa(ip), port)
+    port, flowinfo, ip = _V6_KEY.unpack(key)
+    return (socket.inet_ntop(socket.AF_INET6, ip), port, flowinfo, 0)
+
+
+def key_sockaddr(key: ClientKey) -> bytes:
+    """A 28-byte sockaddr (``sockaddr_in`` zero-padded, or ``sockaddr_in6``) for ``key``."""
+    if len(key) == V4_KEY_SIZE:
+        return _SOCKADDR_V4_PREFIX + key + _SOCKADDR_V4_PAD
+    return _SOCKADDR_V6_PREFIX + key + _SOCKADDR_V6_PAD
 
 
 def flow_header(flow: Flow) -> bytes:
@@ -128,9 +171,9 @@ class FlowTable:
         self.idle_timeout = idle_timeout
         # Current generation, one dict per ingress so the hot path never builds
         # a (client, ingress) key. Replaced (not cleared) at each rotation.
-        self.by_ingress: list[dict[Address, Flow]] = [{} for _ in range(ingress_count)]
-        self._previous: list[dict[Address, Flow]] = [{} for _ in range(ingress_count)]
-        self._expiring: list[dict[Address, Flow]] = []
+        self.by_ingress: list[dict[ClientKey, Flow]] = [{} for _ in range(ingress_count)]
+        self._previous: list[dict[ClientKey, Flow]] = [{} for _ in range(ingress_count)]
+        self._expiring: list[dict[ClientKey, Flow]] = []
         self._rotate_at: float | None = None
         self.refused = 0
         self.expired = 0
@@ -143,10 +186,6 @@ class FlowTable:
         self._hop_prefixes: dict[Address, bytes] = {}
         self._free_hops: list[int] = []
         self._max_hops = max_hops
-        # Ports of distinct clients repeat (and each recvfrom makes a new int):
-        # one shared object per port value. Client IP strings share by a small cache.
-        self._ports: list[int | None] = [None] * _PORTS
-        self._ips: dict[str, str] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -197,11 +236,15 @@ class FlowTable:
 
     def get(self, client: Address, ingress: int) -> Flow | None:
         """The client's flow; one found in the previous generation moves to current."""
-        flow = self.by_ingress[ingress].get(client)
+        return self.get_key(client_key(client), ingress)
+
+    def get_key(self, key: ClientKey, ingress: int) -> Flow | None:
+        """``get`` by client key."""
+        flow = self.by_ingress[ingress].get(key)
         if flow is None:
-            flow = self._previous[ingress].pop(client, None)
+            flow = self._previous[ingress].pop(key, None)
             if flow is not None:
-                self.by_ingress[ingress][self._share(client)] = flow
+                self.by_ingress[ingress][key] = flow
         return flow
 
     def add(self, client: Address, ingress: int, hop: Address) -> Flow | None:
@@ -210,7 +253,8 @@ class FlowTable:
         Raises EncapError for an address the header cannot carry (port 0).
         """
         flows = self.by_ingress[ingress]
-        flow = self.get(client, ingress)
+        key = client_key(client)
+        flow = self.get_key(key, ingress)
         if flow is None and self._count >= self.capacity:
             self.refused += 1
             return None
@@ -221,34 +265,18 @@ class FlowTable:
         if flow is not None:
             if not flow.startswith(prefix):
                 flow = prefix + flow[HOP_INDEX_SIZE:]
-                flows[client] = flow  # replaces the value, keeps the stored key
+                flows[key] = flow
             return flow
         flow = prefix + pack_header(client, ingress)
-        flows[self._share(client)] = flow
+        flows[key] = flow
         self._count += 1
         return flow
 
-    def _share(self, client: Address) -> Address:
-        """The key to store: one port object per value, and repeated IPs (a NAT,
-        a benchmark) share one string. A small cache, not ``sys.intern``: interning
-        every distinct client IP would cost more per flow than sharing saves.
-        """
-        port = self._ports[client[1]]
-        if port is None:
-            port = self._ports[client[1]] = client[1]
-        ip = self._ips.get(client[0])
-        if ip is None:
-            if len(self._ips) >= _IP_CACHE_SIZE:
-                self._ips.clear()
-            ip = self._ips[client[0]] = client[0]
-        if len(client) == 2:
-            return (ip, port)
-        return (ip, port, client[2], client[3])
-
     def remove(self, client: Address, ingress: int) -> bool:
+        key = client_key(client)
         if (
-            self.by_ingress[ingress].pop(client, None) is None
-            and self._previous[ingress].pop(client, None) is None
+            self.by_ingress[ingress].pop(key, None) is None
+            and self._previous[ingress].pop(key, None) is None
         ):
             return False
         self._count -= 1
@@ -297,8 +325,8 @@ class FlowTable:
     def flows(self) -> Sequence[tuple[Address, int, Address]]:
         """Every live flow as (client, ingress, next hop); for tests and diagnostics."""
         return [
-            (client, ingress, self.hop(flow))
+            (key_address(key), ingress, self.hop(flow))
             for generation in (self.by_ingress, self._previous)
             for ingress, flows in enumerate(generation)
-            for client, flow in flows.items()
+            for key, flow in flows.items()
         ]

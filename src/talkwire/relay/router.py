@@ -25,12 +25,15 @@ from talkwire import encap, route_token, stun
 from talkwire.errors import EncapError, StunError, StunMissingUsername, TokenError
 from talkwire.relay.flows import (
     Address,
+    ClientKey,
     Flow,
     FlowStore,
     FlowTable,
     NullFlowStore,
     StoredFlow,
+    client_key,
     flow_header,
+    key_sockaddr,
 )
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -93,6 +96,20 @@ class ReturnRoute(NamedTuple):
     client: Address
 
 
+class CachedReturn(NamedTuple):
+    """A return header seen before, for the fast path of ``from_internal`` (and a
+    batching loop's own): valid while ``source`` sends it and the client's
+    current flow is still this very object (flows are immutable, so the same
+    object means the same hop)."""
+
+    ingress: int
+    key: ClientKey
+    flow: Flow
+    source: Address  # trusted: entries are made only after the trust check
+    sockaddr: bytes  # the client as a 28-byte sockaddr, for sendmmsg
+    route: ReturnRoute
+
+
 @dataclass(frozen=True, slots=True)
 class RouterSettings:
     """Everything the router decides with. Families are 4 or 6."""
@@ -110,7 +127,7 @@ def _family(ip: str) -> int:
     return 6 if ":" in ip else 4
 
 
-def _client_key(ip: str, port: int, family: int) -> Address | None:
+def _address(ip: str, port: int, family: int) -> Address | None:
     """The dict key a socket of ``family`` would have produced, or None on a mismatch."""
     if _family(ip) != family:
         return None
@@ -134,7 +151,7 @@ def decode_peer_flow(message: bytes) -> tuple[encap.EncapHeader, Address] | None
     af = socket.AF_INET if size == 4 else socket.AF_INET6
     ip = socket.inet_ntop(af, message[encap.HEADER_SIZE : encap.HEADER_SIZE + size])
     (port,) = _PORT.unpack_from(message, encap.HEADER_SIZE + size)
-    hop = _client_key(ip, port, 4 if size == 4 else 6)
+    hop = _address(ip, port, 4 if size == 4 else 6)
     return (header, hop) if hop is not None and port else None
 
 
@@ -163,13 +180,12 @@ class Router:
         self._families = tuple(settings.ingress_families)
         self._hops: dict[int, Address] = {}
         for cluster, (ip, port) in settings.cluster_ingress.items():
-            hop = _client_key(ip, port, _family(ip))
+            hop = _address(ip, port, _family(ip))
             assert hop is not None
             self._hops[cluster] = hop
         self._trust_cache: dict[str, bool] = {}
-        # Return headers seen before -> (route, the flow as it was, the trusted
-        # source it came from); bounded, so memory does not grow with flows.
-        self._routes: dict[bytes, tuple[ReturnRoute, Flow, Address]] = {}
+        # Keyed by the 24 header bytes; bounded, so memory does not grow with flows.
+        self.return_cache: dict[bytes, CachedReturn] = {}
 
     # -- public side -------------------------------------------------------
 
@@ -181,7 +197,7 @@ class Router:
         ``now`` is the sans-IO clock; the table itself only needs it in ``sweep``
         (a flow's freshness is the generation it sits in).
         """
-        flow = self.table.by_ingress[ingress].get(client)
+        flow = self.table.by_ingress[ingress].get(client_key(client))
         if flow is not None:
             return flow
         return self.from_new_client(data, client, ingress, now)
@@ -226,7 +242,7 @@ class Router:
             return self._token_failure(server_ufrag)
         if token.cluster == self.settings.cluster:
             ip, port = token.address
-            hop = _client_key(ip, port, _family(ip))
+            hop = _address(ip, port, _family(ip))
         else:
             hop = self._hops.get(token.cluster)
             if hop is None:
@@ -282,11 +298,13 @@ class Router:
         # a flow that is still current and unchanged (flows are immutable: the
         # same object means the same hop); decoding the header costs ~4x this.
         # A datagram shorter than a header makes a key no cached header equals.
-        cached = self._routes.get(bytes(data[: encap.HEADER_SIZE]))
-        if cached is not None:
-            route, flow, hop = cached
-            if self.table.by_ingress[route.ingress].get(route.client) is flow and hop == source:
-                return route
+        cached = self.return_cache.get(bytes(data[: encap.HEADER_SIZE]))
+        if (
+            cached is not None
+            and cached.source == source
+            and self.table.by_ingress[cached.ingress].get(cached.key) is cached.flow
+        ):
+            return cached.route
         decision = self._from_internal(data, source, now)
         if isinstance(decision, Drop):
             self.drops[decision] += 1
@@ -307,7 +325,7 @@ class Router:
         if ingress >= len(self._families):
             return Drop.UNKNOWN_INGRESS
         ip, port = header.client
-        client = _client_key(ip, port, self._families[ingress])
+        client = _address(ip, port, self._families[ingress])
         if client is None:
             return Drop.BAD_HEADER
         route = ReturnRoute(ingress, client)
@@ -324,9 +342,12 @@ class Router:
                 if self._recording:
                     self.store.record(StoredFlow(client, ingress, source))
             self.announcements.append(encode_peer_flow(flow_header(flow), source))
-        if len(self._routes) >= _ROUTE_CACHE_SIZE:
-            self._routes.clear()
-        self._routes[bytes(data[: encap.HEADER_SIZE])] = (route, flow, source)
+        if len(self.return_cache) >= _ROUTE_CACHE_SIZE:
+            self.return_cache.clear()
+        key = client_key(client)
+        self.return_cache[bytes(data[: encap.HEADER_SIZE])] = CachedReturn(
+            ingress, key, flow, source, key_sockaddr(key), route
+        )
         return route
 
     def is_trusted(self, ip: str) -> bool:
@@ -354,7 +375,7 @@ class Router:
         if ingress >= len(self._families):
             return False
         ip, port = header.client
-        client = _client_key(ip, port, self._families[ingress])
+        client = _address(ip, port, self._families[ingress])
         if client is None:
             return False
         flow = self.table.get(client, ingress)
