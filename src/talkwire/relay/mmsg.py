@@ -25,8 +25,7 @@ from talkwire.relay.flows import SOCKADDR_SIZE, V4_KEY_SIZE, V6_KEY_SIZE
 
 MSG_DONTWAIT = 0x40
 MSG_TRUNC = 0x20
-# Addresses are read from byte 2 (after sa_family): the client key layout.
-SOCKADDR_IPV4 = 16
+SOCKADDR_IPV4 = 16  # sizeof(sockaddr_in); address areas are 28 (sockaddr_in6) apart
 
 
 class _IoVec(ctypes.Structure):
@@ -50,15 +49,15 @@ class _MMsgHdr(ctypes.Structure):
 
 
 MMSGHDR_SIZE = ctypes.sizeof(_MMsgHdr)
-_IOVEC_SIZE = ctypes.sizeof(_IoVec)
 _LEN_OFFSET = _MMsgHdr.msg_len.offset
-_IOV_LEN_WORD = _IoVec.iov_len.offset // 8
+# Vector.iov_words relies on it: iovec i is words 2i (base) and 2i + 1 (length).
+_IOVEC_WORDS = ctypes.sizeof(_IoVec) // 8
 
 _Call = Callable[..., int]
 
 
 def _load() -> tuple[_Call, _Call, Callable[[], int]] | None:
-    if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8:
+    if not sys.platform.startswith("linux") or _IOVEC_WORDS != 2:
         return None
     try:
         # PyDLL keeps the GIL: every call is non-blocking (MSG_DONTWAIT on
