@@ -102,7 +102,10 @@ class AgentLink:
             return
         frame = ws.send_bytes(item) if isinstance(item, bytes) else ws.send_str(item)
         try:
-            await asyncio.wait_for(frame, SEND_TIMEOUT_S)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that races a completed send, and the call never ends.
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await frame
         except TimeoutError as exc:
             raise AgentError("agent_stalled", "agent stopped reading") from exc
         except (ConnectionError, aiohttp.ClientError):

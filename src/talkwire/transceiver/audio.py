@@ -117,8 +117,11 @@ class AgentAudioTrack(MediaStreamTrack):
         else:
             deadline = self._next_at + (self.GRACE_S if self._playing else 0.0)
             self._arrived.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
+            # cancellation aiortc uses to stop its sender, and close would hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), max(0.0, deadline - now))
+                async with asyncio.timeout(max(0.0, deadline - now)):
+                    await self._arrived.wait()
             if self._frames:
                 self._next_at = time.monotonic()
         self._shed_backlog()

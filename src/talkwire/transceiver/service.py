@@ -180,7 +180,8 @@ class Transceiver:
         self.draining = True
         deadline = time.monotonic() + self.config.drain_timeout
         try:
-            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await self._idle.wait()
         except TimeoutError:
             log.warning("drain deadline reached with %d calls", len(self.calls))
 

@@ -161,7 +161,8 @@ class Call:
     async def _step(self, what: str, awaitable: Any) -> None:
         # A release step that hangs must not keep the call (and its capacity) forever.
         try:
-            await asyncio.wait_for(awaitable, CLOSE_STEP_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_STEP_TIMEOUT_S):
+                await awaitable
         except TimeoutError:
             log.error(
                 "call %s: closing %s took over %s s", self.call_id, what, CLOSE_STEP_TIMEOUT_S
@@ -181,7 +182,8 @@ class Call:
 
     async def _watch_connect(self) -> None:
         try:
-            await asyncio.wait_for(self._connected.wait(), self._connect_timeout)
+            async with asyncio.timeout(self._connect_timeout):
+                await self._connected.wait()
         except TimeoutError:
             self.end("connect_timeout")
 
