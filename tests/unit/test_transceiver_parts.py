@@ -196,3 +196,36 @@ async def test_a_backlog_sheds_quiet_frames_but_never_speech() -> None:
     assert track.frames_played >= 2
     track.stop()
     await asyncio.sleep(0)
+
+
+async def test_the_shared_socket_ignores_datagrams_from_untrusted_sources() -> None:
+    import ipaddress
+    import socket
+
+    from talkwire.transceiver.udp import SharedSocket
+
+    delivered: list[bytes] = []
+
+    class Endpoint(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            delivered.append(data)
+
+    relays_only = await SharedSocket.bind(
+        "127.0.0.1", 0, trusted=[ipaddress.ip_network("10.0.0.0/8")]
+    )
+    loopback = await SharedSocket.bind("127.0.0.1", 0)
+    try:
+        for shared in (relays_only, loopback):
+            shared.demux.register("AAAAsession1", {0: Endpoint()})
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(from_relay(binding_request("AAAAsession1:cli1")), shared.address)
+            for _ in range(100):  # delivery is asynchronous: wait for the count to move
+                if shared.counters["drop_untrusted_source"] or delivered:
+                    break
+                await asyncio.sleep(0.01)
+        assert relays_only.counters["drop_untrusted_source"] == 1
+        assert loopback.counters["drop_untrusted_source"] == 0
+        assert len(delivered) == 1  # only through the socket that trusts loopback
+    finally:
+        relays_only.close()
+        loopback.close()

@@ -13,6 +13,8 @@ from aiohttp import web
 
 from talkwire.config import format_address, parse_address
 from talkwire.errors import ConfigError
+from talkwire.relay.config import parse_network
+from talkwire.relay.router import LOOPBACK
 from talkwire.route_token import Keyring
 from talkwire.transceiver.api import make_transceiver_app
 from talkwire.transceiver.service import Transceiver, TransceiverConfig
@@ -38,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capacity", type=int, default=100, help="maximum concurrent calls")
     parser.add_argument("--connect-timeout", type=float, default=10.0, help="seconds")
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds, on SIGTERM")
+    parser.add_argument(
+        "--trust",
+        action="append",
+        metavar="CIDR",
+        help="relay network allowed to send UDP here (repeatable; default loopback)",
+    )
     parser.add_argument("--region", default="local")
     parser.add_argument("--id", help="transceiver id (default: random)")
 
@@ -63,6 +71,7 @@ def config_from_args(args: argparse.Namespace) -> TransceiverConfig:
         connect_timeout=args.connect_timeout,
         drain_timeout=args.drain_timeout,
         region=args.region,
+        trusted_relays=tuple(parse_network(t) for t in args.trust) if args.trust else LOOPBACK,
     )
     if args.id:
         config.id = args.id

@@ -13,6 +13,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from talkwire import route_token
+from talkwire.relay.router import LOOPBACK, Network
 from talkwire.route_token import Keyring
 from talkwire.transceiver.demux import Address
 from talkwire.transceiver.ice import RelayBinding
@@ -35,6 +36,8 @@ class TransceiverConfig:
     connect_timeout: float = 10.0
     drain_timeout: float = 30.0
     region: str = "local"
+    # Relay networks allowed to send to the UDP socket (the relay's --trust mirrored).
+    trusted_relays: tuple[Network, ...] = LOOPBACK
     id: str = field(default_factory=lambda: "tx-" + secrets.token_hex(4))
 
 
@@ -84,7 +87,7 @@ class Transceiver:
         self._idle.set()
 
     async def start(self) -> None:
-        self._socket = await SharedSocket.bind(*self.config.udp_listen)
+        self._socket = await SharedSocket.bind(*self.config.udp_listen, self.config.trusted_relays)
         self._http = aiohttp.ClientSession()
 
     @property
