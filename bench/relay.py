@@ -82,10 +82,8 @@ def section_throughput(lab: Lab) -> dict[str, Any]:
     def to(target: Target, pace_us: int | None = None) -> Callable[[], dict[str, float]]:
         return lambda: saturate(lab, target, pace_us=pace_us)
 
-    # Headroom, not a relay: talkwire's per-datagram work in Python, 64 datagrams per syscall.
-    sketch = {"Python recvmmsg sketch": lab.py_sketch(lab.sink_port)}
     print("throughput, client -> transceiver (busy sink):", flush=True)
-    forward = interleaved(s.trials, {name: to(t) for name, t in {**targets, **sketch}.items()})
+    forward = interleaved(s.trials, {name: to(t) for name, t in targets.items()})
     waking: dict[str, list[dict[str, float]]] = {}
     if s.woken_sink:
         print("throughput, client -> transceiver (sink woken per arrival):", flush=True)

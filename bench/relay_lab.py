@@ -247,21 +247,6 @@ class Lab:
         assert isinstance(target, Target)
         return target
 
-    def py_sketch(self, dest_port: int) -> Target:
-        """bench/py_mmsg_forwarder.py: what batching could give a Python loop."""
-
-        def make() -> Target:
-            script = common.BENCH_DIR / "py_mmsg_forwarder.py"
-            proc = self._keep(
-                common.LineProcess([sys.executable, str(script), "0", str(dest_port)], "sketch")
-            )
-            port = int(proc.read_line(10).split()[1])
-            return Target("Python recvmmsg sketch", port, [proc.pid])
-
-        target = self.cached(f"sketch {dest_port}", make)
-        assert isinstance(target, Target)
-        return target
-
     def relay(self, workers: int = 1, pin: bool = False) -> Relay:
         """A relay with a flow for every load-generator client (their first STUN)."""
 
