@@ -20,16 +20,17 @@ from call_stats import latency_figures
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page
 
+from talkwire.client import CallFailed
 from talkwire.stack import Stack
 
 # Past these the next step can only be worse: stop the ramp.
-STOP_ADDED_P95_MS = 200.0
-STOP_CPU = 1.0
+STOP_ADDED_P95_MS = 100.0
+STOP_CPU = 0.95  # cores: saturated
 PROBE_CALLS = 2  # one aiortc, one Chromium
 LOAD_CORE = 1
 LOAD_SATURATED = 0.95
 BASELINE_TRIES = 2
-SATURATED = 0.95  # transceiver CPU, in cores
+TRANSCEIVER_SATURATED = STOP_CPU
 REFINE_MAX = 3  # extra steps bisecting between the last good and the first bad step
 REFINE_RESOLUTION = 2  # calls
 IDLE_WAIT_S = call_browser.IDLE_POLL_S * call_browser.IDLE_POLL_MAX
@@ -265,7 +266,7 @@ async def ramp(
     try:
         await runner.measure_baseline()
         await runner.run()
-    except (BenchError, TimeoutError, PlaywrightError, aiohttp.ClientError) as exc:
+    except (BenchError, CallFailed, TimeoutError, PlaywrightError, aiohttp.ClientError) as exc:
         # Keep the steps measured so far; the summary says where it stopped.
         error = f"{type(exc).__name__}: {exc}"
         print(f"  the ramp stopped: {error}", flush=True)
@@ -297,7 +298,7 @@ def capacity(result: dict[str, Any]) -> dict[str, Any]:
     points += [
         (s["calls"], s["transceiver_cores"])
         for s in steps
-        if s["transceiver_cores"] < SATURATED and s.get("dropped", 0) <= 0
+        if s["transceiver_cores"] < TRANSCEIVER_SATURATED and s.get("dropped", 0) <= 0
     ]
     slope = None
     if len(points) >= 2:
