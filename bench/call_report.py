@@ -160,6 +160,7 @@ def print_summary(results: dict[str, Any]) -> None:
             f" ({worst[0]}); {len(noisy)} of the measured phases were above"
             f" {100 * FOREIGN_NOISY:.0f}%: rerun on a quiet host before trusting them"
         )
+    print_design_table(results)
     print("\n  targets")
     dtls = setup.get("chromium", {}).get("dtls", {}).get("p50")
     rtt_p50 = rtt.get("chromium", {}).get("p50")
@@ -173,3 +174,31 @@ def print_summary(results: dict[str, Any]) -> None:
          calls is not None and calls >= TARGET_CALLS),
     ):  # fmt: skip
         print(f"    {name:48s} {value:>8s}  {'met' if ok else 'NOT met'}")
+
+
+def print_design_table(results: dict[str, Any]) -> None:
+    """The shape of DESIGN.md's table of other servers (p50s; calls per core from the ramp)."""
+    setup, rtt = results.get("setup", {}), results.get("rtt", {})
+    cap = results.get("capacity") or {}
+    print("\n  in DESIGN.md's shape (ms, p50 unless noted)")
+    print(
+        f"  | {'server':40s} | answer | DTLS done | round trip p50/p95 | {'calls per core':16s}"
+        " | CPU ms per call-second |"
+    )
+    print(f"  |{'-' * 42}|--------|-----------|--------------------|{'-' * 18}|{'-' * 24}|")
+    by_cpu = fmt(cap.get("calls_per_core_by_cpu"), 0)
+    calls = f"{fmt(cap.get('max_calls_ok'), 0)} (≈{by_cpu} by CPU)"
+    cpu = fmt(cap.get("marginal_cpu_ms_per_call_second"))
+    rows = [
+        ("two peer connections in one page (floor)", "floor", "–", "–"),
+        ("talkwire, Chromium", "chromium", calls, cpu),
+        ("talkwire, aiortc client", "aiortc", "", ""),
+    ]
+    for label, key, calls, cpu in rows:
+        s, r = setup.get(key, {}), rtt.get(key, {})
+        trip = f"{fmt(r.get('p50'))} / {fmt(r.get('p95'))}"
+        print(
+            f"  | {label:40s} | {fmt(s.get('answer', {}).get('p50')):>6s}"
+            f" | {fmt(s.get('dtls', {}).get('p50')):>9s} | {trip:>18s} | {calls:>16s}"
+            f" | {cpu:>22s} |"
+        )
