@@ -164,6 +164,9 @@ class Transceiver:
         self.metrics.active.set(len(self.calls))
         if call.timings.dtls_connected is not None:
             self.metrics.connect_seconds.observe(call.timings.dtls_connected - call.timings.offer)
+        audio = call.audio_stats()
+        self.metrics.audio_frames.labels("in").inc(audio["frames_to_agent"])
+        self.metrics.audio_frames.labels("out").inc(audio["frames_played"])
         for step in call.close_timeouts:
             self.metrics.errors.labels(f"close_timeout:{step}").inc()
         if call.end_reason not in ("hangup", "connection_closed", "agent_closed", "shutdown"):
