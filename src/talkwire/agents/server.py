@@ -27,6 +27,7 @@ from talkwire.agents.base import (
     declared_format_problem,
     pin_audio_format,
 )
+from talkwire.config import format_address
 from talkwire.errors import ProtocolError
 from talkwire.protocol.audio import validate_pcm
 from talkwire.protocol.events import (
@@ -345,8 +346,7 @@ class AgentServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}"
+        return f"ws://{format_address((self.host, self.port))}"
 
     async def close(self) -> None:
         """Close every call (1001 going away), then stop listening."""

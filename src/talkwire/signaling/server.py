@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from talkwire.config import format_address
 from talkwire.errors import ConfigError
 from talkwire.registry.base import Registry
 from talkwire.signaling.app import make_signaling_app
@@ -52,8 +53,7 @@ class RunningSignaling:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{format_address((self.host, self.port))}"
 
     async def close(self) -> None:
         await self.runner.cleanup()

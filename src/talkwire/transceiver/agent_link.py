@@ -91,7 +91,7 @@ class AgentLink:
             # Junk from the agent degrades this call only: the browser hears of it.
             self._on_event(error_event("agent_protocol_error", f"agent sent junk: {exc}"))
             return
-        if event["type"] == "output_audio_buffer.clear":
+        if event["type"] == events.OUTPUT_AUDIO_BUFFER_CLEAR:
             self._on_clear()
         self._on_event(text)
 

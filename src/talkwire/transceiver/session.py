@@ -20,7 +20,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 
-from talkwire.protocol.events import make_event
+from talkwire.errors import ProtocolError
+from talkwire.protocol.events import OUTPUT_AUDIO_BUFFER_CLEAR, make_event, parse_event
 from talkwire.transceiver import jitter
 from talkwire.transceiver.agent_link import AgentError, AgentLink, error_event
 from talkwire.transceiver.audio import AgentAudioTrack, InboundConverter
@@ -145,9 +146,7 @@ class Call:
 
     async def close(self, reason: str) -> None:
         """End the call and release everything it holds. Idempotent."""
-        if self.end_reason is None:
-            self.end_reason = reason
-        self._ended.set()
+        self.end(reason)
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
@@ -262,16 +261,15 @@ class Call:
         self.end(exc.code)
 
     def _from_browser(self, message: str | bytes) -> None:
-        if isinstance(message, bytes):
-            message = message.decode("utf-8", "replace")
+        # The same validation the agent link applies in the other direction.
         try:
-            kind = json.loads(message).get("type")
-        except (ValueError, AttributeError):
-            self._to_browser(error_event("invalid_event", "events must be JSON objects"))
+            event = parse_event(message)
+        except ProtocolError as exc:
+            self._to_browser(error_event("invalid_event", str(exc)))
             return
-        if kind == "output_audio_buffer.clear":
+        if event["type"] == OUTPUT_AUDIO_BUFFER_CLEAR:
             self._track.clear()
-        self._queue_to_agent(message)
+        self._queue_to_agent(message if isinstance(message, str) else message.decode("utf-8"))
 
     def _to_browser(self, text: str) -> None:
         if self._channel is None:
