@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from aioice import stun as aioice_stun
 from talkwire.agents.base import Agent
 from talkwire.agents.server import AgentServer, start_agent_server
 from talkwire.client import CLIENT_RATE, CallFailed, RealtimeCall, tone
+from talkwire.protocol.events import make_event, response_object
 from talkwire.stack import Stack, StackConfig
 from talkwire.transceiver.sdp import candidate_addresses
 
@@ -50,9 +52,27 @@ class JunkAgent(Agent):
         await self.call.send_audio(pcm)
 
 
+class TalkerAgent(Agent):
+    """Starts a 5 s response of tone at once, sent 100 ms at a time as fast as it can."""
+
+    async def on_start(self) -> dict[str, Any]:
+        session = await super().on_start()
+        self.call.create_task(self._talk())
+        return session
+
+    async def _talk(self) -> None:
+        response = response_object("resp_talker", "in_progress")
+        await self.call.send_event(make_event("response.created", response=response))
+        pcm = tone(TONE_HZ, 5.0, rate=24000).tobytes()
+        for start in range(0, len(pcm), 4800):
+            await self.call.send_audio(pcm[start : start + 4800])
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def agents() -> AsyncIterator[AgentServer]:
-    server = await start_agent_server("127.0.0.1", 0, {"closing": ClosingAgent, "junk": JunkAgent})
+    server = await start_agent_server(
+        "127.0.0.1", 0, {"closing": ClosingAgent, "junk": JunkAgent, "talker": TalkerAgent}
+    )
     yield server
     await server.close()
 
@@ -68,6 +88,7 @@ async def stack(agents: AgentServer) -> AsyncIterator[Stack]:
         extra_models={
             "closing": f"{base}/v1/agents/closing",
             "junk": f"{base}/v1/agents/junk",
+            "talker": f"{base}/v1/agents/talker",
         },
     )
     stack = Stack(config)
@@ -264,6 +285,33 @@ async def test_an_agent_sending_junk_degrades_its_call_with_an_error_event(stack
         assert error["error"]["code"] == "agent_protocol_error"
         back = await echo_check(call)  # the call goes on
         assert (np.abs(back) > LOUD).sum() > 0.2 * CLIENT_RATE
+    finally:
+        await call.hangup()
+    await wait_active(stack, 0)
+
+
+async def test_a_clear_drops_queued_agent_audio_at_once_and_names_the_response(
+    stack: Stack,
+) -> None:
+    call = new_call(stack, "talker")
+    await call.connect()
+    try:
+        started = await call.next_event("output_audio_buffer.started")
+        assert started["response_id"] == "resp_talker"
+        for _ in range(100):  # some of the 5 s plays; the rest waits at the transceiver
+            if (np.abs(call.received_audio()) > LOUD).sum() > 0.1 * CLIENT_RATE:
+                break
+            await asyncio.sleep(0.05)
+        call.send_event({"type": "output_audio_buffer.clear"})
+        cleared = await call.next_event("output_audio_buffer.cleared")
+        assert cleared["response_id"] == "resp_talker"
+        at = time.monotonic()
+        await call.next_event("output_audio_buffer.stopped")
+        # Stopped within a few frames of the clear, not after the 4.7 s still queued.
+        await asyncio.sleep(0.3)
+        late = call.received_audio(since=at + 0.1)
+        assert len(late) > 0.1 * CLIENT_RATE, "no audio frames came after the clear"
+        assert (np.abs(late) > LOUD).sum() == 0
     finally:
         await call.hangup()
     await wait_active(stack, 0)

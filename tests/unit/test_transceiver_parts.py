@@ -184,16 +184,29 @@ async def test_playout_paces_bursts_in_order_and_clear_drops_them_at_once() -> N
     track.stop()
 
 
-async def test_a_backlog_sheds_quiet_frames_but_never_speech() -> None:
+async def test_a_live_backlog_sheds_quiet_frames_but_never_speech() -> None:
     track = AgentAudioTrack()
     quiet = bytes(FRAME_BYTES)
-    track.push(quiet * 3 + loud() + quiet * 2 + loud())
+    for frame in [quiet] * 3 + [loud()] + [quiet] * 2 + [loud()]:
+        track.push(frame)  # one frame per push: live audio bunched up by jitter
     await track.recv()
     # Backlog above the target: the quiet frames at its head go, speech stays.
     assert track.frames_skipped >= 2
     played = [int(np.abs((await track.recv()).to_ndarray()).max()) for _ in range(3)]
     assert sum(1 for p in played if p > 4000) >= 1
     assert track.frames_played >= 2
+    track.stop()
+    await asyncio.sleep(0)
+
+
+async def test_audio_pushed_several_frames_at_a_time_keeps_its_pauses() -> None:
+    track = AgentAudioTrack()
+    quiet = bytes(FRAME_BYTES)
+    track.push(quiet * 3 + loud() + quiet * 2 + loud())  # paced speech, sent 7 frames at once
+    # Mean, not peak: the upsampler's filter rings a few samples into the next frame.
+    played = [float(np.abs((await track.recv()).to_ndarray()).mean()) for _ in range(7)]
+    assert track.frames_skipped == 0
+    assert [p > 4000 for p in played] == [False] * 3 + [True] + [False] * 2 + [True]
     track.stop()
     await asyncio.sleep(0)
 

@@ -53,6 +53,7 @@ class AgentLink:
         self.connected = asyncio.Event()
         self.frames_sent = 0
         self.frames_received = 0
+        self.response_id: str | None = None  # the agent's latest response.created
 
     async def run(self) -> None:
         """Connect, hand over the session, relay until either side ends.
@@ -91,9 +92,15 @@ class AgentLink:
             # Junk from the agent degrades this call only: the browser hears of it.
             self._on_event(error_event("agent_protocol_error", f"agent sent junk: {exc}"))
             return
-        if event["type"] == events.OUTPUT_AUDIO_BUFFER_CLEAR:
-            self._on_clear()
+        kind = event["type"]
+        if kind == events.RESPONSE_CREATED:
+            response = event.get("response")
+            if isinstance(response, dict) and isinstance(response.get("id"), str):
+                # Audio from here on is this response's: playout events name it.
+                self.response_id = response["id"]
         self._on_event(text)
+        if kind == events.OUTPUT_AUDIO_BUFFER_CLEAR:
+            self._on_clear()
 
     async def send(self, item: bytes | str) -> None:
         """Audio (bytes) or an event (str); AgentError if the agent stopped reading."""

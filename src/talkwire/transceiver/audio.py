@@ -64,7 +64,10 @@ class AgentAudioTrack(MediaStreamTrack):
     re-phases the clock: waiting for the next tick would add up to 20 ms, and
     filling a late frame's slot with silence would delay every later frame of
     a live stream by 20 ms for good. Backlog from jitter is shed by skipping
-    quiet frames once more than TARGET_BACKLOG frames wait.
+    quiet frames once more than TARGET_BACKLOG frames wait, but only frames
+    that came one per push (live audio, bunched up on the way): audio the
+    agent sends several frames at a time is buffered on purpose (speech it
+    paces itself), and its pauses are part of it.
     """
 
     kind = "audio"
@@ -77,7 +80,8 @@ class AgentAudioTrack(MediaStreamTrack):
         super().__init__()
         self._chunker = FrameChunker()
         self._upsampler = Upsampler()
-        self._frames: collections.deque[bytes] = collections.deque()
+        # (pcm, live): live frames arrived one per push and may be shed as backlog.
+        self._frames: collections.deque[tuple[bytes, bool]] = collections.deque()
         self._arrived = asyncio.Event()
         self._next_at: float | None = None
         self._pts = 0
@@ -88,10 +92,12 @@ class AgentAudioTrack(MediaStreamTrack):
         self.frames_skipped = 0
 
     def push(self, pcm: bytes) -> None:
-        for frame in self._chunker.feed(pcm):
+        frames = self._chunker.feed(pcm)
+        live = len(frames) == 1
+        for frame in frames:
             if len(self._frames) * FRAME_SECONDS >= MAX_QUEUED_SECONDS:
                 self._frames.popleft()
-            self._frames.append(frame)
+            self._frames.append((frame, live))
         if self._frames:
             self._arrived.set()
 
@@ -125,13 +131,13 @@ class AgentAudioTrack(MediaStreamTrack):
             if self._frames:
                 self._next_at = time.monotonic()
         self._shed_backlog()
-        pcm = self._frames.popleft() if self._frames else None
+        pcm = self._frames.popleft()[0] if self._frames else None
         self._next_at += FRAME_SECONDS
         self._set_playing(pcm is not None)
         return self._frame(pcm)
 
     def _shed_backlog(self) -> None:
-        while len(self._frames) > self.TARGET_BACKLOG and _is_quiet(self._frames[0]):
+        while len(self._frames) > self.TARGET_BACKLOG and _is_sheddable(self._frames[0]):
             self._frames.popleft()
             self.frames_skipped += 1
 
@@ -154,5 +160,8 @@ class AgentAudioTrack(MediaStreamTrack):
         return frame
 
 
-def _is_quiet(pcm: bytes) -> bool:
+def _is_sheddable(frame: tuple[bytes, bool]) -> bool:
+    pcm, live = frame
+    if not live:
+        return False
     return int(np.abs(np.frombuffer(pcm, dtype=np.int16)).max()) <= AgentAudioTrack.QUIET_PEAK

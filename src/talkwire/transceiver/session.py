@@ -21,7 +21,14 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from talkwire.errors import ProtocolError
-from talkwire.protocol.events import OUTPUT_AUDIO_BUFFER_CLEAR, make_event, parse_event
+from talkwire.protocol.events import (
+    OUTPUT_AUDIO_BUFFER_CLEAR,
+    OUTPUT_AUDIO_BUFFER_CLEARED,
+    OUTPUT_AUDIO_BUFFER_STARTED,
+    OUTPUT_AUDIO_BUFFER_STOPPED,
+    make_event,
+    parse_event,
+)
 from talkwire.transceiver import jitter
 from talkwire.transceiver.agent_link import AgentError, AgentLink, error_event
 from talkwire.transceiver.audio import AgentAudioTrack, InboundConverter
@@ -81,7 +88,7 @@ class Call:
             http,
             on_event=self._to_browser,
             on_audio=self._track.push,
-            on_clear=self._track.clear,
+            on_clear=self._clear_playout,
         )
         self._to_agent: asyncio.Queue[bytes | str] = asyncio.Queue(AGENT_QUEUE_FRAMES)
         self._channel: RTCDataChannel | None = None
@@ -267,9 +274,9 @@ class Call:
         except ProtocolError as exc:
             self._to_browser(error_event("invalid_event", str(exc)))
             return
-        if event["type"] == OUTPUT_AUDIO_BUFFER_CLEAR:
-            self._track.clear()
         self._queue_to_agent(message if isinstance(message, str) else message.decode("utf-8"))
+        if event["type"] == OUTPUT_AUDIO_BUFFER_CLEAR:
+            self._clear_playout()
 
     def _to_browser(self, text: str) -> None:
         if self._channel is None:
@@ -278,8 +285,15 @@ class Call:
         elif self._channel.readyState == "open":
             self._channel.send(text)
 
+    def _clear_playout(self) -> None:
+        """Barge-in (from the agent or the browser): drop queued agent audio now."""
+        self._track.clear()
+        self._to_browser(
+            json.dumps(make_event(OUTPUT_AUDIO_BUFFER_CLEARED, response_id=self._agent.response_id))
+        )
+
     def _playing_changed(self, playing: bool) -> None:
         if playing and self.timings.first_audio_out is None:
             self.timings.first_audio_out = time.monotonic()
-        kind = "output_audio_buffer.started" if playing else "output_audio_buffer.stopped"
-        self._to_browser(json.dumps(make_event(kind)))
+        kind = OUTPUT_AUDIO_BUFFER_STARTED if playing else OUTPUT_AUDIO_BUFFER_STOPPED
+        self._to_browser(json.dumps(make_event(kind, response_id=self._agent.response_id)))
