@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from talkwire.errors import ConfigError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("talkwire.up", "run signaling, relay, transceiver and the echo agent on one machine"),
+    "up": ("talkwire.up", "run signaling, relay, transceiver and the agents on one machine"),
     "relay": ("talkwire.relay.cli", "run the UDP relay (public ports -> transceivers)"),
     "transceiver": ("talkwire.transceiver.cli", "run a WebRTC transceiver"),
     "signaling": ("talkwire.signaling.cli", "run the OpenAI-compatible signaling server"),
-    "agent": ("talkwire.agents.cli", "run a built-in agent (echo)"),
+    "agent": ("talkwire.agents.cli", "run a built-in agent (echo, voice)"),
     "token": ("talkwire.token_cli", "mint or inspect route tokens (server ICE ufrags)"),
 }
 

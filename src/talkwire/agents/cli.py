@@ -9,16 +9,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import os
 import re
 import signal
+from collections.abc import Mapping
 
 import uvloop
 
 from talkwire.agents.echo import MAX_DELAY_MS, EchoAgent
 from talkwire.agents.server import AgentFactory, run_agent_server
+from talkwire.agents.voice import require_voice_extra
+from talkwire.agents.voice.llm import LlmSettings
 from talkwire.errors import ConfigError
 
-BUILTIN_AGENTS = ("echo",)
+BUILTIN_AGENTS = ("echo", "voice")
+LLM_KEY_ENV = "TALKWIRE_LLM_API_KEY"
 DEFAULT_LISTEN = "127.0.0.1:8091"
 _LISTEN_RE = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]+)):(?P<port>\d{1,5})")
 
@@ -54,18 +59,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MS",
         help=f"echo: play audio back this much later (0..{MAX_DELAY_MS}, default 0)",
     )
+    voice = parser.add_argument_group("voice (needs talkwire[voice])")
+    voice.add_argument(
+        "--llm-url",
+        metavar="URL",
+        help="answer with an OpenAI-compatible chat-completions endpoint (base URL, e.g. "
+        f"http://127.0.0.1:11434/v1) instead of the built-in rules; key from ${LLM_KEY_ENV}",
+    )
+    voice.add_argument("--llm-model", default="gpt-4o-mini", help="model name sent to --llm-url")
+    voice.add_argument(
+        "--workers", type=int, default=0, help="inference threads (default: one per usable core)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
     if not 0 <= args.delay_ms <= MAX_DELAY_MS:
         raise ConfigError(f"--delay-ms must be within 0..{MAX_DELAY_MS}")
+    if args.workers < 0:
+        raise ConfigError("--workers must be >= 0")
+    if args.agent == "voice":
+        return uvloop.run(_serve_voice(host, port, args))
     agents = builtin_agents(args.delay_ms)
     served = {args.agent: agents[args.agent]}
     return uvloop.run(_serve(host, port, served))
 
 
-async def _serve(host: str, port: int, agents: dict[str, AgentFactory]) -> int:
+async def _serve_voice(host: str, port: int, args: argparse.Namespace) -> int:
+    require_voice_extra()
+    # Only now: it imports the optional extra's packages.
+    from talkwire.agents.voice.service import voice_agent_factory  # noqa: PLC0415
+
+    llm = None
+    if args.llm_url:
+        if not args.llm_url.startswith(("http://", "https://")):
+            raise ConfigError(f"--llm-url must be http:// or https://, not {args.llm_url!r}")
+        llm = LlmSettings(args.llm_url, args.llm_model, os.environ.get(LLM_KEY_ENV))
+    # Models load before the ready line: the first call must not wait for them.
+    async with voice_agent_factory(llm, workers=args.workers or None) as factory:
+        return await _serve(host, port, {"voice": factory})
+
+
+async def _serve(host: str, port: int, agents: Mapping[str, AgentFactory]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -43,6 +43,16 @@ OUTPUT_AUDIO_BUFFER_STARTED: Final = "output_audio_buffer.started"
 OUTPUT_AUDIO_BUFFER_STOPPED: Final = "output_audio_buffer.stopped"
 OUTPUT_AUDIO_BUFFER_CLEARED: Final = "output_audio_buffer.cleared"
 ERROR: Final = "error"
+# What the voice agent adds: transcripts of both sides, and the parts of a response.
+INPUT_TRANSCRIPTION_DELTA: Final = "conversation.item.input_audio_transcription.delta"
+INPUT_TRANSCRIPTION_COMPLETED: Final = "conversation.item.input_audio_transcription.completed"
+CONVERSATION_ITEM_TRUNCATED: Final = "conversation.item.truncated"
+RESPONSE_OUTPUT_ITEM_ADDED: Final = "response.output_item.added"
+RESPONSE_OUTPUT_ITEM_DONE: Final = "response.output_item.done"
+RESPONSE_CONTENT_PART_ADDED: Final = "response.content_part.added"
+RESPONSE_CONTENT_PART_DONE: Final = "response.content_part.done"
+RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DELTA: Final = "response.output_audio_transcript.delta"
+RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DONE: Final = "response.output_audio_transcript.done"
 
 CLIENT_EVENTS: Final = frozenset(
     {
@@ -74,6 +84,15 @@ SERVER_EVENTS: Final = frozenset(
         # The agent asks the transceiver to drop queued playback (barge-in).
         OUTPUT_AUDIO_BUFFER_CLEAR,
         ERROR,
+        INPUT_TRANSCRIPTION_DELTA,
+        INPUT_TRANSCRIPTION_COMPLETED,
+        CONVERSATION_ITEM_TRUNCATED,
+        RESPONSE_OUTPUT_ITEM_ADDED,
+        RESPONSE_OUTPUT_ITEM_DONE,
+        RESPONSE_CONTENT_PART_ADDED,
+        RESPONSE_CONTENT_PART_DONE,
+        RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DELTA,
+        RESPONSE_OUTPUT_AUDIO_TRANSCRIPT_DONE,
     }
 )
 
@@ -272,14 +291,18 @@ def user_audio_item(item_id: str) -> Item:
     }
 
 
-def assistant_audio_item(item_id: str, status: Literal["completed", "incomplete"]) -> Item:
+def assistant_audio_item(
+    item_id: str,
+    status: Literal["completed", "incomplete", "in_progress"],
+    transcript: str | None = None,
+) -> Item:
     return {
         "id": item_id,
         "object": "realtime.item",
         "type": "message",
         "role": "assistant",
         "status": status,
-        "content": [{"type": "output_audio", "transcript": None}],
+        "content": [{"type": "output_audio", "transcript": transcript}],
     }
 
 
