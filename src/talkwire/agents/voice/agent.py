@@ -23,13 +23,15 @@ from typing import Any, ClassVar, Final
 import numpy as np
 
 from talkwire.agents.base import Agent, Call
+from talkwire.agents.vad import frame_dbfs
 from talkwire.agents.voice.models import VoiceModels
 from talkwire.agents.voice.pool import PoolBusy
 from talkwire.agents.voice.reply import Reply
 from talkwire.agents.voice.responder import Message, Responder
 from talkwire.agents.voice.stt import StreamingTranscript, Transcription
-from talkwire.agents.voice.text import words
+from talkwire.agents.voice.text import content_words
 from talkwire.agents.voice.turns import (
+    OnsetGate,
     SessionValueError,
     TurnConfig,
     TurnDetector,
@@ -68,7 +70,12 @@ _IDLE_KEEP_S: Final = 2.5
 class VoiceSettings:
     max_turn_s: float = 30.0  # longer speech is cut into a turn there (and the client told)
     partial_every_s: float = 0.4  # new speech between best-effort partial transcripts
-    false_interruption_ms: int = 300  # speech that confirms a barge-in even without words
+    # Speech (as silero measures it, ~100 ms longer than the sound) that confirms a
+    # barge-in even without words: a cough or an "uh" under ~300 ms lets the reply resume.
+    false_interruption_ms: int = 400
+    # Pause a reply on the first loud frame, before silero is sure (resumed if it is not).
+    fast_barge_in: bool = True
+    onset_confirm_ms: int = 250  # audio time silero gets to confirm such a pause
     partials: bool = True
 
 
@@ -144,6 +151,8 @@ class VoiceAgent(Agent):
         self._settings = settings or VoiceSettings()
         self._vad = models.vads.acquire()
         self._turns = TurnDetector()
+        self._onset = OnsetGate()
+        self._onset_paused: tuple[Reply, int] | None = None  # paused by loudness, at audio ms
         self._vad_on = True
         self._input = InputAudio()
         self._turn: UserTurn | None = None
@@ -220,6 +229,9 @@ class VoiceAgent(Agent):
         self._input.append(audio)
         if not self._vad_on:
             return
+        onset = self._onset.feed(frame_dbfs(pcm))
+        if onset and self._turn is None:
+            await self._pause_on_onset()
         for window in windows:
             event = self._turns.feed(window.probability, window.start_ms, window.end_ms)
             if event is not None:
@@ -227,6 +239,24 @@ class VoiceAgent(Agent):
         turn = self._turn
         if turn is not None and not turn.done:
             await self._check_turn(turn)
+        paused = self._onset_paused
+        if paused is not None and self._vad.now_ms - paused[1] > self._settings.onset_confirm_ms:
+            # Loud, but not speech: play on.
+            self._onset_paused = None
+            paused[0].resume()
+
+    async def _pause_on_onset(self) -> None:
+        reply = self._reply
+        if (
+            self._settings.fast_barge_in
+            and self._config.interrupt_response
+            and self._onset_paused is None
+            and reply is not None
+            and reply.speaking
+            and not reply.playout.paused
+        ):
+            await reply.interrupt()
+            self._onset_paused = (reply, self._vad.now_ms)
 
     async def _turn_event(self, event: TurnEvent) -> None:
         if event.kind == "started":
@@ -260,6 +290,7 @@ class VoiceAgent(Agent):
             INPUT_AUDIO_BUFFER_SPEECH_STARTED, audio_start_ms=start_ms, item_id=turn.item_id
         )
         reply = self._reply
+        self._onset_paused = None  # speech it is: whatever the loudness paused stays paused
         if reply is not None and not reply.finished and self._config.interrupt_response:
             await reply.interrupt()
             turn.interrupted = reply
@@ -308,7 +339,11 @@ class VoiceAgent(Agent):
             await self._send(
                 INPUT_TRANSCRIPTION_DELTA, item_id=turn.item_id, content_index=0, delta=delta
             )
-        if turn.transcript.text and turn.interrupted is not None and not turn.confirmed:
+        if (
+            content_words(turn.transcript.text)
+            and turn.interrupted is not None
+            and not turn.confirmed
+        ):
             await self._confirm(turn)
 
     async def _confirm(self, turn: UserTurn) -> None:
@@ -325,7 +360,7 @@ class VoiceAgent(Agent):
 
     async def _prepare(self, turn: UserTurn, audio: np.ndarray) -> Transcription:
         result = await self._models.transcribe(audio, urgent=True)
-        if words(result.text) and self._config.create_response and self._vad_on:
+        if content_words(result.text) and self._config.create_response and self._vad_on:
             turn.reply = self._new_reply([*self._history, Message("user", result.text)])
         return result
 
@@ -351,7 +386,7 @@ class VoiceAgent(Agent):
             turn.partial.cancel()
         assert turn.speculation is not None
         result = await turn.speculation
-        if not words(result.text):
+        if not content_words(result.text):
             # Noise or a cough: no turn, and an interrupted reply plays on.
             await self._send(INPUT_AUDIO_BUFFER_CLEARED)
             if turn.interrupted is not None and not turn.confirmed:

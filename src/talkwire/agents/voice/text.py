@@ -47,7 +47,7 @@ TENS: Final = [
     "ninety",
 ]
 _WORD_RE: Final = re.compile(r"[a-z0-9']+")
-_NUMBER_RE: Final = re.compile(r"\d+")
+_NUMBER_RE: Final = re.compile(r"(\d+)(st|nd|rd|th)?\b")
 # A sentence ends at . ! ? (or a run of them) followed by space; a phrase also at , ; :
 _SENTENCE_END_RE: Final = re.compile(r"(?<=[.!?])\s+")
 _PHRASE_END_RE: Final = re.compile(r"(?<=[,;:])\s+")
@@ -73,9 +73,28 @@ def number_words(n: int) -> str:
     return " ".join(SMALL_NUMBERS[int(d)] for d in str(n))
 
 
+def ordinal_words(n: int) -> str:
+    """21 → "twenty first"."""
+    head, _, last = number_words(n).rpartition(" ")
+    irregular = {"one": "first", "two": "second", "three": "third", "five": "fifth",
+                 "eight": "eighth", "nine": "ninth", "twelve": "twelfth"}  # fmt: skip
+    if last in irregular:
+        last = irregular[last]
+    elif last.endswith("y"):
+        last = last[:-1] + "ieth"
+    else:
+        last += "th"
+    return f"{head} {last}".strip()
+
+
+def _spell_number(match: re.Match[str]) -> str:
+    value = int(match.group(1))
+    return f" {ordinal_words(value) if match.group(2) else number_words(value)} "
+
+
 def normalize(text: str) -> str:
     """Lower-case words, digits spelled out, punctuation (but apostrophes) dropped."""
-    lowered = _NUMBER_RE.sub(lambda m: f" {number_words(int(m.group()))} ", text.lower())
+    lowered = _NUMBER_RE.sub(_spell_number, text.lower())
     lowered = lowered.replace("\u2019", "'").replace("-", " ")
     words = (w.strip("'") for w in _WORD_RE.findall(lowered))
     return " ".join(w for w in words if w)
@@ -83,6 +102,35 @@ def normalize(text: str) -> str:
 
 def words(text: str) -> list[str]:
     return normalize(text).split()
+
+
+# Sounds, not words: a turn of nothing else is no turn (and interrupts nothing).
+FILLERS: Final = frozenset(
+    [
+        "uh",
+        "uhh",
+        "um",
+        "umm",
+        "uhm",
+        "hmm",
+        "hm",
+        "mm",
+        "mmm",
+        "mhm",
+        "ah",
+        "ahh",
+        "oh",
+        "er",
+        "erm",
+        "eh",
+        "huh",
+    ]
+)
+
+
+def content_words(text: str) -> list[str]:
+    """The words of ``text`` that say something: fillers like "uh" and "hmm" left out."""
+    return [w for w in words(text) if w not in FILLERS]
 
 
 def edit_distance(reference: list[str], hypothesis: list[str]) -> int:

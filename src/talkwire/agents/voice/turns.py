@@ -191,3 +191,28 @@ class TurnDetector:
             return None
         self.state = "quiet"
         return TurnEvent("stopped", self._silence_from, self._speech_ms)
+
+
+class OnsetGate:
+    """A sudden rise in loudness over the recent floor: the earliest sign of speech.
+
+    Silero needs 30-120 ms of speech to be sure; this fires on the first loud
+    20 ms frame, so the agent can pause its reply at once and let silero
+    decide whether to resume. The floor falls at once to quieter frames and
+    creeps up slowly, so steady background noise stops triggering within seconds.
+    """
+
+    __slots__ = ("creep_db", "floor", "min_db", "rise_db")
+
+    def __init__(self, rise_db: float = 15.0, min_db: float = -45.0, creep_db: float = 0.1) -> None:
+        self.rise_db = rise_db
+        self.min_db = min_db
+        self.creep_db = creep_db  # per frame: 5 dB/s at 20 ms frames
+        self.floor = -60.0
+
+    def feed(self, level_db: float) -> bool:
+        onset = level_db >= max(self.min_db, self.floor + self.rise_db)
+        self.floor = (
+            level_db if level_db < self.floor else min(level_db, self.floor + self.creep_db)
+        )
+        return onset
