@@ -43,6 +43,9 @@ class StackConfig:
     connect_timeout: float = 10.0
     log_level: str = "WARNING"
     extra_models: dict[str, str] = field(default_factory=dict)  # model -> agent ws URL
+    voice: bool = False  # also run the voice agent (needs talkwire[voice]); then the default
+    llm_url: str | None = None  # the voice agent answers through this chat-completions API
+    llm_model: str | None = None
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Stack:
         self.keyring_path.chmod(0o600)
         self.components: dict[str, Component] = {}
         self.agent_url = ""
+        self.voice_url = ""
         self.relay_address: Address = (config.host, config.relay_port)
         self.relay_internal: Address | None = None
         self.relay_metrics_url = ""
@@ -83,6 +87,14 @@ class Stack:
                 ["agent", "echo", "--listen", f"{c.host}:0", "--delay-ms", str(c.echo_delay_ms)],
             )
             self.agent_url = agent.split()[0].rstrip("/") + "/v1/agents/echo"
+            if c.voice:
+                voice_args = ["agent", "voice", "--listen", f"{c.host}:0"]
+                if c.llm_url:
+                    voice_args += ["--llm-url", c.llm_url]
+                if c.llm_model:
+                    voice_args += ["--llm-model", c.llm_model]
+                voice = await self._spawn("voice", voice_args)
+                self.voice_url = voice.split()[0].rstrip("/") + "/v1/agents/voice"
             await self.start_relay()
             transceiver = await self._spawn(
                 "transceiver",
@@ -113,9 +125,10 @@ class Stack:
                 self.transceiver_url,
                 "--model",
                 f"echo={self.agent_url}",
-                "--default-model",
-                "echo",
             ]
+            if self.voice_url:
+                signaling_args += ["--model", f"voice={self.voice_url}"]
+            signaling_args += ["--default-model", "voice" if self.voice_url else "echo"]
             for model, url in c.extra_models.items():
                 signaling_args += ["--model", f"{model}={url}"]
             if c.demo:

@@ -1,4 +1,4 @@
-"""`talkwire up`: signaling, relay, transceiver and the echo agent on one machine."""
+"""`talkwire up`: signaling, relay, transceiver, the voice and echo agents on one machine."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 
 import uvloop
 
+from talkwire.agents.voice import EXTRA_HINT, voice_available
 from talkwire.errors import ConfigError
 from talkwire.stack import Stack, StackConfig, StackError
 
@@ -19,6 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relay-port", type=int, default=3478, help="the relay's UDP port")
     parser.add_argument("--relay-workers", type=int, default=1)
     parser.add_argument("--no-demo", action="store_true", help="do not serve the demo page")
+    parser.add_argument(
+        "--no-voice", action="store_true", help="do not run the voice agent (echo only)"
+    )
+    parser.add_argument(
+        "--llm-url",
+        metavar="URL",
+        help="the voice agent answers through this OpenAI-compatible chat-completions API "
+        "(key from $TALKWIRE_LLM_API_KEY) instead of its built-in rules",
+    )
+    parser.add_argument("--llm-model", help="model name for --llm-url")
     parser.add_argument("--log-level", default="WARNING")
 
 
@@ -35,6 +46,8 @@ async def _up(config: StackConfig) -> int:
         return 1
     relay = f"{stack.relay_address[0]}:{stack.relay_address[1]}"
     print(f"talkwire is up (relay udp {relay}, API {stack.signaling_url}/v1)")
+    models = "voice (default), echo" if stack.voice_url else "echo"
+    print(f"  models:    {models}")
     if config.demo:
         print(f"  demo page: {stack.demo_url}")
     print(f"  API key:   {config.api_key}")
@@ -55,7 +68,12 @@ def run(args: argparse.Namespace) -> int:
         relay_workers=args.relay_workers,
         demo=not args.no_demo,
         log_level=args.log_level,
+        voice=not args.no_voice and voice_available(),
+        llm_url=args.llm_url,
+        llm_model=args.llm_model,
     )
+    if not args.no_voice and not config.voice:
+        print(f"talkwire up: voice agent off: {EXTRA_HINT}")
     if key := os.environ.get("TALKWIRE_API_KEY"):
         config.api_key = key
     return uvloop.run(_up(config))

@@ -188,5 +188,5 @@ def make_signaling_app(
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/metrics", handle_metrics)
     if config.demo_dir is not None:
-        demo.add_routes(app, config.demo_dir, mint_for)
+        demo.add_routes(app, config.demo_dir, mint_for, sorted(config.models), config.default_model)
     return app

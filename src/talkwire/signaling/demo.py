@@ -43,7 +43,13 @@ def resolve_static(root: Path, tail: str) -> Path | None:
     return target if target.is_file() else None
 
 
-def add_routes(app: web.Application, root: Path, mint: Minter) -> None:
+def add_routes(
+    app: web.Application,
+    root: Path,
+    mint: Minter,
+    models: list[str] | None = None,
+    default_model: str | None = None,
+) -> None:
     async def client_secret(request: web.Request) -> web.Response:
         # The TCP peer, never a forwarded header: a proxy in front must not
         # turn this into a public key dispenser.
@@ -57,5 +63,10 @@ def add_routes(app: web.Application, root: Path, mint: Minter) -> None:
             raise web.HTTPNotFound()
         return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
+    async def config(request: web.Request) -> web.Response:
+        # What the page offers: the model table's names, the default preselected.
+        return web.json_response({"models": models or [], "default_model": default_model})
+
     app.router.add_post("/demo/client_secret", client_secret)
+    app.router.add_get("/demo/config", config)
     app.router.add_get("/{tail:.*}", static)

@@ -72,7 +72,9 @@
   const tw = {
     state: "idle", // idle | connecting | connected | closed | failed
     error: null,
-    model: params.get("model") || "echo",
+    model: params.get("model") || "", // empty: the server's default (see loadConfig)
+    models: [],
+    defaultModel: null,
     aec: params.get("aec") !== "0",
     callUrl: null,
     hangupStatus: null,
@@ -87,6 +89,7 @@
     path: { answer: [], selected: null, local: null },
     levels: { mic: 0, remote: 0 }, // RMS, 0..1
     remote: { loud: false, onsets: 0, silences: 0 },
+    transcript: [], // conversation lines; see tw.conversation()
     latency: null, // {n, samples, lost, p50, p95, min, max}
     measuring: false,
     pc: null,
@@ -176,7 +179,86 @@
       return;
     }
     record(typeof event.type === "string" ? event.type : "(no type)", event);
+    if (event && typeof event.type === "string") onTranscriptEvent(event);
   }
+
+  // -- transcript -----------------------------------------------------------
+
+  // One line per conversation item, filled by deltas, fixed by the final text.
+  function transcriptLine(itemId, role) {
+    let line = tw.transcript.find((l) => l.itemId === itemId);
+    if (!line) {
+      line = { itemId, role, text: "", final: false, truncated: false, el: null };
+      tw.transcript.push(line);
+      const li = document.createElement("li");
+      li.className = role;
+      $("transcript").append(li);
+      line.el = li;
+    }
+    return line;
+  }
+
+  function renderLine(line) {
+    line.el.textContent = line.text || "…";
+    line.el.classList.toggle("pending", !line.final);
+    line.el.classList.toggle("truncated", line.truncated);
+    const box = $("transcript");
+    box.scrollTop = box.scrollHeight;
+  }
+
+  function onTranscriptEvent(e) {
+    switch (e.type) {
+      case "input_audio_buffer.speech_started":
+        renderLine(transcriptLine(e.item_id, "user"));
+        break;
+      case "conversation.item.input_audio_transcription.delta": {
+        const line = transcriptLine(e.item_id, "user");
+        if (!line.final) line.text += e.delta || "";
+        renderLine(line);
+        break;
+      }
+      case "conversation.item.input_audio_transcription.completed": {
+        const line = transcriptLine(e.item_id, "user");
+        Object.assign(line, { text: e.transcript || "", final: true });
+        renderLine(line);
+        break;
+      }
+      case "input_audio_buffer.cleared": {
+        // Noise or a cough: the line that speech started goes away.
+        for (const line of tw.transcript.filter((l) => l.role === "user" && !l.final)) {
+          line.el.remove();
+          tw.transcript.splice(tw.transcript.indexOf(line), 1);
+        }
+        break;
+      }
+      case "response.output_audio_transcript.delta": {
+        const line = transcriptLine(e.item_id, "assistant");
+        line.text += e.delta || "";
+        renderLine(line);
+        break;
+      }
+      case "response.output_audio_transcript.done": {
+        const line = transcriptLine(e.item_id, "assistant");
+        Object.assign(line, { text: (e.transcript || "").trim(), final: true });
+        renderLine(line);
+        break;
+      }
+      case "conversation.item.truncated": {
+        const line = tw.transcript.find((l) => l.itemId === e.item_id);
+        if (line) {
+          line.truncated = true;
+          renderLine(line);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  // Plain lines for tests: [{role, text, final, truncated}], oldest first.
+  tw.conversation = () =>
+    tw.transcript.map(({ role, text, final, truncated }) => ({ role, text: text.trim(), final, truncated }));
 
   tw.sendEvent = (event) => {
     if (!tw.dc || tw.dc.readyState !== "open") throw new Error("data channel is not open");
@@ -364,8 +446,10 @@
       events: [], eventCounts: {}, offerSdp: null, answerSdp: null, ufrags: { local: null, remote: null },
       path: { answer: [], selected: null, local: null }, levels: { mic: 0, remote: 0 },
       remote: { loud: false, onsets: 0, silences: 0 }, latency: null, measuring: false, pc: null, dc: null,
+      transcript: [],
     });
     $("log").replaceChildren();
+    $("transcript").replaceChildren();
     $("event-count").textContent = "0";
     for (const id of ["path-answer", "path-selected", "path-local", "path-call", "rtt"]) $(id).textContent = "–";
     $("peak").textContent = "agent audio peak: –";
@@ -375,7 +459,7 @@
   tw.connect = async () => {
     if (tw.state === "connecting" || tw.state === "connected") return;
     resetCallState();
-    tw.model = $("model").value.trim() || "echo";
+    tw.model = $("model").value.trim() || tw.defaultModel || "echo";
     tw.aec = $("aec").checked;
     setState("connecting", "getting a key…");
     call = { t0: null, key: null, mic: null, send: null, recv: null, timers: [], waiters: [] };
@@ -582,6 +666,22 @@
   };
 
   // -- wiring -------------------------------------------------------------
+
+  // The server's models, its default preselected (the voice agent when it runs).
+  async function loadConfig() {
+    try {
+      const r = await fetch("/demo/config");
+      if (!r.ok) return;
+      const config = await r.json();
+      tw.models = config.models || [];
+      tw.defaultModel = config.default_model || null;
+      $("models").replaceChildren(...tw.models.map((m) => Object.assign(document.createElement("option"), { value: m })));
+      if (!tw.model && tw.defaultModel) $("model").value = tw.model = tw.defaultModel;
+    } catch {
+      // an older server: the field stays as it is
+    }
+  }
+  tw.configLoaded = loadConfig();
 
   $("model").value = tw.model;
   $("aec").checked = tw.aec;

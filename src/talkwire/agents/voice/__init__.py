@@ -32,3 +32,7 @@ def require_voice_extra() -> None:
     missing = missing_packages()
     if missing:
         raise ConfigError(f"{EXTRA_HINT} (missing: {', '.join(missing)})")
+
+
+def voice_available() -> bool:
+    return not missing_packages()

@@ -62,6 +62,7 @@ from talkwire.protocol.events import (
 VOICE: Final = "joe"
 TRANSCRIPTION_MODEL: Final = "whisper-tiny.en"
 MAX_HISTORY: Final = 40
+MIN_COMMIT_S: Final = 0.1  # the Realtime API's minimum for input_audio_buffer.commit
 # While no one speaks, keep enough audio for the longest prefix padding.
 _IDLE_KEEP_S: Final = 2.5
 
@@ -485,9 +486,9 @@ class VoiceAgent(Agent):
             self._end_turn(turn)
             return
         audio = self._input.snapshot()
-        if len(audio) == 0:
+        if len(audio) < MIN_COMMIT_S * MODEL_RATE:
             await self.call.send_error(
-                "the input audio buffer is empty",
+                f"the input audio buffer holds under {MIN_COMMIT_S * 1000:g} ms of audio",
                 code="input_audio_buffer_commit_empty",
                 event_id=event_id,
             )
