@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,15 @@ class Client:
         raise RuntimeError("the clip never started")
 
 
+async def played_out(call: RealtimeCall, response_id: str) -> None:
+    """Until the reply's audio has left the transceiver (response.done comes earlier,
+    when it is generated), so the next question does not talk over its end."""
+    while True:
+        event = await call.next_event("output_audio_buffer.stopped", timeout=TURN_TIMEOUT)
+        if event.get("response_id") == response_id:
+            return
+
+
 async def echo_floor(stack: Stack, bursts: int) -> list[float]:
     """The echo agent's round trip through the same relay and transceiver (transport floor)."""
     call = RealtimeCall(stack.signaling_url, stack.config.api_key, {"model": "echo"})
@@ -125,35 +135,42 @@ async def echo_floor(stack: Stack, bursts: int) -> list[float]:
     return out
 
 
-async def turns(stack: Stack, count: int) -> tuple[list[float], int]:
+async def turns(stack: Stack, count: int) -> tuple[list[float], Counter[str]]:
     """End of user speech -> first loud reply frame at the client, ``count`` turns."""
     call = RealtimeCall(stack.signaling_url, stack.config.api_key, {"model": "voice"})
     await call.connect()
     client = Client(call)
-    latencies, failures = [], 0
+    latencies: list[float] = []
+    failures: Counter[str] = Counter()
     try:
         await call.next_event("session.created")
         clips = [to_client_rate(espeak(q, v)) for q, v in QUESTIONS]
         for i in range(count):
             _, speech_end = await client.play(clips[i % len(clips)])
             try:
-                await call.next_event("response.created", timeout=TURN_TIMEOUT)
+                created = await call.next_event("response.created", timeout=TURN_TIMEOUT)
                 latencies.append(await client.first_loud(speech_end) - speech_end)
-                await call.next_event("response.done", timeout=TURN_TIMEOUT)
-            except (TimeoutError, RuntimeError):
-                failures += 1
+                done = await call.next_event("response.done", timeout=TURN_TIMEOUT)
+                if done["response"]["id"] != created["response"]["id"]:
+                    failures["two responses for one question"] += 1
+                await played_out(call, created["response"]["id"])
+            except TimeoutError:
+                failures["no response"] += 1
+            except RuntimeError as error:
+                failures[str(error)] += 1
             await asyncio.sleep(0.5)
     finally:
         await call.hangup()
     return latencies, failures
 
 
-async def barge_ins(stack: Stack, count: int) -> tuple[list[float], int]:
+async def barge_ins(stack: Stack, count: int) -> tuple[list[float], Counter[str]]:
     """Speech over a reply -> the last loud reply frame at the client, ``count`` times."""
     call = RealtimeCall(stack.signaling_url, stack.config.api_key, {"model": "voice"})
     await call.connect()
     client = Client(call)
-    stops, failures = [], 0
+    stops: list[float] = []
+    failures: Counter[str] = Counter()
     ask = to_client_rate(espeak("Tell me a joke."))
     barges = [to_client_rate(espeak(t, v)) for t, v in BARGES]
     try:
@@ -163,18 +180,26 @@ async def barge_ins(stack: Stack, count: int) -> tuple[list[float], int]:
             try:
                 await call.next_event("response.created", timeout=TURN_TIMEOUT)
                 speaking = await client.first_loud(asked_end)
-                await asyncio.sleep(max(0.0, speaking + 0.8 - time.monotonic()))
+                # Cut in while the reply is audible, not in a pause between its
+                # parts, where there would be nothing to stop.
+                await client.first_loud(speaking + 0.8)
                 onset, _ = await client.play(barges[i % len(barges)])
                 done = await call.next_event("response.done", timeout=TURN_TIMEOUT)
                 if done["response"]["status"] != "cancelled":
-                    failures += 1
+                    failures["reply not cancelled"] += 1
                     continue
-                # The barge-in's own reply follows; wait for it, then read the stop.
+                # The barge-in's own reply follows: its audio must not count as the
+                # interrupted reply's, so the window ends where the new reply begins.
+                created = await call.next_event("response.created", timeout=TURN_TIMEOUT)
+                next_reply = time.monotonic()
                 await call.next_event("response.done", timeout=TURN_TIMEOUT)
-                before = client.loud_after(speaking, onset + 1.0)
+                await played_out(call, created["response"]["id"])
+                before = client.loud_after(speaking, min(onset + 1.0, next_reply))
                 stops.append(max(before) - onset if before else 0.0)
-            except (TimeoutError, RuntimeError):
-                failures += 1
+            except TimeoutError:
+                failures["no response"] += 1
+            except RuntimeError as error:
+                failures[str(error)] += 1
             await asyncio.sleep(0.5)
     finally:
         await call.hangup()
@@ -309,9 +334,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "silence_duration_ms": DEFAULT_SILENCE_DURATION_MS,
             "echo_round_trip_ms": ms(floor),
             "reply_ms": ms(replies),
-            "reply_failures": reply_failures,
+            "reply_failures": dict(reply_failures),
             "barge_in_ms": ms(stops),
-            "barge_failures": barge_failures,
+            "barge_failures": dict(barge_failures),
             "agent_cpu_s_per_turn": agent_cpu / max(1, n_turns + 2 * n_barges),
             "link_reply_ms_single": link_single["reply_ms"],
             "webrtc_path_extra_ms": round(path_extra * 1000, 1),
@@ -340,6 +365,9 @@ def report(result: dict[str, Any], path: Path) -> None:
         f"cost is {(reply['p50'] or 0) - result['silence_duration_ms']:.0f} ms p50 "
         f"({(reply['p50'] or 0) / max(1.0, floor['p50'] or 1):.1f}x the echo floor)"
     )
+    for name in ("reply_failures", "barge_failures"):
+        if result[name]:
+            print(f"{name.replace('_', ' ')}: {result[name]}")
     print(
         f"WER {r['wer_mean']:.3f} over {r['utterances']} utterances "
         f"({r['wer_exact_share']:.0%} exact); real-time factor STT {r['stt_rtf']:.3f}, "

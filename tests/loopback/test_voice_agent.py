@@ -22,7 +22,7 @@ from aiohttp import web
 
 from talkwire.agents.link_client import LinkClient, Played
 from talkwire.agents.server import AgentServer, start_agent_server
-from talkwire.agents.voice.agent import VoiceSettings
+from talkwire.agents.voice.agent import UNHEARD, VoiceSettings
 from talkwire.agents.voice.llm import LlmSettings
 from talkwire.agents.voice.models import VoiceModels
 from talkwire.agents.voice.resample import Resampler
@@ -281,6 +281,26 @@ async def test_silence_noise_and_tones_start_no_turn(client: LinkClient) -> None
     say(client, "What time is it?")
     done = await client.wait_event("response.done", after=mark, timeout=TURN_TIMEOUT)
     assert done.value["response"]["output"][0]["content"][0]["transcript"].startswith("It's")
+
+
+async def test_speech_without_words_is_answered_but_an_um_alone_is_not(
+    setup: Setup, client: LinkClient
+) -> None:
+    mark = len(client.events)
+    client.play(silence(0.3) + espeak("um") + silence(1.0))
+    await client.wait_event("input_audio_buffer.cleared", after=mark, timeout=TURN_TIMEOUT)
+    assert "input_audio_buffer.committed" not in client.types()[mark:]  # thinking, not a turn
+    # A real question Whisper tiny.en makes nothing of (measured: it hears no words in
+    # this voice); speech without words is still someone talking to the agent.
+    say(client, "Who are you?", "en-gb")
+    created = await client.wait_event("response.created", after=mark, timeout=TURN_TIMEOUT)
+    done = await client.wait_event("response.done", after=mark, timeout=TURN_TIMEOUT)
+    heard = client.of_type("conversation.item.input_audio_transcription.completed")[-1]
+    assert heard["transcript"] == ""
+    assert done.value["response"]["output"][0]["content"][0]["transcript"] == UNHEARD
+    pcm = client.audio_between(created.at, done.at + 0.01)
+    spoken = await asyncio.to_thread(transcribe_pcm, setup.models, pcm)
+    assert "catch" in normalize(spoken).split()
 
 
 async def test_clipped_speech_is_still_understood(client: LinkClient) -> None:

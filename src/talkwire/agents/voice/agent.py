@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
@@ -29,7 +30,7 @@ from talkwire.agents.voice.pool import PoolBusy
 from talkwire.agents.voice.reply import Reply
 from talkwire.agents.voice.responder import Message, Responder
 from talkwire.agents.voice.stt import StreamingTranscript, Transcription
-from talkwire.agents.voice.text import content_words
+from talkwire.agents.voice.text import content_words, words
 from talkwire.agents.voice.turns import (
     OnsetGate,
     SessionValueError,
@@ -63,6 +64,7 @@ VOICE: Final = "joe"
 TRANSCRIPTION_MODEL: Final = "whisper-tiny.en"
 MAX_HISTORY: Final = 40
 MIN_COMMIT_S: Final = 0.1  # the Realtime API's minimum for input_audio_buffer.commit
+UNHEARD: Final = "Sorry, I didn't catch that."
 # While no one speaks, keep enough audio for the longest prefix padding.
 _IDLE_KEEP_S: Final = 2.5
 
@@ -77,6 +79,9 @@ class VoiceSettings:
     # Pause a reply on the first loud frame, before silero is sure (resumed if it is not).
     fast_barge_in: bool = True
     onset_confirm_ms: int = 250  # audio time silero gets to confirm such a pause
+    # Speech this long that Whisper makes nothing of is still someone talking to
+    # us: answer it (UNHEARD) rather than leave them in silence.
+    unheard_reply_ms: int = 400
     partials: bool = True
 
 
@@ -133,6 +138,7 @@ class UserTurn:
     partial: asyncio.Task[None] | None = None
     speculation: asyncio.Task[Transcription] | None = None
     reply: Reply | None = None  # prepared by the speculation, not released yet
+    speech_ms: int = 0  # as the turn detector measured it when the turn ended
     done: bool = False
 
 
@@ -313,8 +319,8 @@ class VoiceAgent(Agent):
                 audio_end_ms=self._vad.now_ms,
                 item_id=turn.item_id,
             )
-            self._turns.reset()
             self._end_turn(turn)
+            self._turns.reset()
             return
         every = int(self._settings.partial_every_s * MODEL_RATE)
         if (
@@ -377,6 +383,7 @@ class VoiceAgent(Agent):
 
     def _end_turn(self, turn: UserTurn) -> None:
         turn.done = True
+        turn.speech_ms = self._turns.speech_ms
         self._speculate(turn)  # covers all the audio if the turn was cut, not paused
         self._input.end()
         self._turn = None
@@ -387,8 +394,12 @@ class VoiceAgent(Agent):
             turn.partial.cancel()
         assert turn.speculation is not None
         result = await turn.speculation
+        if self._unheard(turn, result.text):
+            await self._commit(turn.item_id, "", turn.transcript)
+            await self._release(self._new_reply([], said=UNHEARD))
+            return
         if not content_words(result.text):
-            # Noise or a cough: no turn, and an interrupted reply plays on.
+            # Noise, a cough or an "um": no turn, and an interrupted reply plays on.
             await self._send(INPUT_AUDIO_BUFFER_CLEARED)
             if turn.interrupted is not None and not turn.confirmed:
                 turn.interrupted.resume()
@@ -398,6 +409,16 @@ class VoiceAgent(Agent):
         await self._commit(turn.item_id, result.text, turn.transcript)
         if turn.reply is not None:
             await self._release(turn.reply)
+
+    def _unheard(self, turn: UserTurn, text: str) -> bool:
+        """Long speech and no words at all (an "um" is a word here: the speaker is thinking)."""
+        return (
+            not words(text)
+            and turn.speech_ms >= self._settings.unheard_reply_ms
+            and (turn.interrupted is None or turn.confirmed)
+            and self._config.create_response
+            and self._vad_on
+        )
 
     async def _commit(self, item_id: str, text: str, transcript: StreamingTranscript) -> None:
         previous = self._last_item
@@ -414,14 +435,16 @@ class VoiceAgent(Agent):
             INPUT_TRANSCRIPTION_COMPLETED, item_id=item_id, content_index=0, transcript=text
         )
         self._last_item = item_id
-        self._remember(Message("user", text))
+        if text:
+            self._remember(Message("user", text))
 
     # -- replies ------------------------------------------------------------------------
 
-    def _new_reply(self, history: list[Message]) -> Reply:
+    def _new_reply(self, history: list[Message], said: str | None = None) -> Reply:
+        """A reply from the responder, or one that says ``said``."""
         return Reply(
             self.call,
-            self._responder.reply(history, self._instructions),
+            self._responder.reply(history, self._instructions) if said is None else _say(said),
             self._models.synthesize,
             self._reply_finished,
         )
@@ -482,8 +505,8 @@ class VoiceAgent(Agent):
         turn = self._turn
         if turn is not None:
             await self._drop_speculation(turn)
-            self._turns.reset()
             self._end_turn(turn)
+            self._turns.reset()
             return
         audio = self._input.snapshot()
         if len(audio) < MIN_COMMIT_S * MODEL_RATE:
@@ -537,6 +560,10 @@ class VoiceAgent(Agent):
 
     async def _send(self, kind: str, /, **fields: Any) -> None:
         await self.call.send_event(make_event(kind, **fields))
+
+
+async def _say(text: str) -> AsyncIterator[str]:
+    yield text
 
 
 def _check_session(session: dict[str, Any]) -> None:
