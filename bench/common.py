@@ -176,11 +176,12 @@ def machine() -> dict[str, object]:
     }
 
 
-def write_results(name: str, data: dict[str, object]) -> Path:
-    """bench/results/<name>-<UTC timestamp>.json"""
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = RESULTS_DIR / f"{name}-{stamp}.json"
+def write_results(name: str, data: dict[str, object], path: Path | None = None) -> Path:
+    """To ``path``, or bench/results/<name>-<UTC timestamp>.json"""
+    if path is None:
+        RESULTS_DIR.mkdir(exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = RESULTS_DIR / f"{name}-{stamp}.json"
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
 

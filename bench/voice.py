@@ -1,7 +1,7 @@
 """The voice agent benchmark: turn-taking latency over real WebRTC, barge-in,
 word error rate, real-time factors, and how many calls one agent process carries.
 
-    .venv/bin/python bench/voice.py            # about 4 minutes
+    .venv/bin/python bench/voice.py            # about 7 minutes
     .venv/bin/python bench/voice.py --quick    # about a minute
 
 Against a whole talkwire stack on loopback (`talkwire up`'s processes) with an
@@ -34,7 +34,7 @@ from common import busy_seconds, cpu_seconds, machine, table, write_results
 from talkwire.agents.link_client import LinkClient
 from talkwire.agents.voice.resample import Resampler
 from talkwire.agents.voice.responder import JOKES
-from talkwire.agents.voice.speech import espeak, silence
+from talkwire.agents.voice.speech import WER_SET, WER_VOICES, espeak, silence
 from talkwire.agents.voice.stt import WhisperEngine
 from talkwire.agents.voice.text import word_error_rate
 from talkwire.agents.voice.tts import PiperEngine
@@ -55,17 +55,6 @@ QUESTIONS = [
     ("Who are you?", "en-gb"),
 ]
 BARGES = [("Stop, wait a moment.", "en-gb"), ("No, hold on.", "en-us"), ("Wait.", "en-us+m3")]
-WER_SET = [
-    "What time is it?",
-    "Tell me a joke.",
-    "What is twelve plus thirty?",
-    "Please turn on the kitchen lights.",
-    "I would like to book a table for two at seven tonight.",
-    "The weather is nice today, so let's go for a walk.",
-    "Can you repeat what I just said?",
-    "Thank you very much, goodbye.",
-]
-WER_VOICES = ["en-us", "en-gb", "en-us+f3", "en-us+m3"]
 
 
 def to_client_rate(pcm24: bytes) -> np.ndarray:
@@ -291,7 +280,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     steps = (
         [int(s) for s in args.steps.split(",")]
         if args.steps
-        else ([1, 2] if quick else [1, 2, 4, 6, 8, 10, 12])
+        else ([1, 2] if quick else [1, 2, 4, 8, 12, 16, 20, 24, 28, 32])
     )
     result: dict[str, Any] = {"machine": machine(), "quick": quick}
     print("recognition: WER and real-time factors ...", flush=True)
@@ -404,9 +393,10 @@ def main() -> int:
     parser.add_argument("--turns", type=int, help="spoken turns (default 24)")
     parser.add_argument("--barges", type=int, help="barge-ins (default 20)")
     parser.add_argument("--steps", help="simultaneous calls per ramp step, comma separated")
+    parser.add_argument("--out", type=Path, help="JSON path (default bench/results/voice-*.json)")
     args = parser.parse_args()
     result = asyncio.run(run(args))
-    path = write_results("voice", result)
+    path = write_results("voice", result, args.out)
     report(result, path)
     return 0
 

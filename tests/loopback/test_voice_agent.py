@@ -28,7 +28,7 @@ from talkwire.agents.voice.models import VoiceModels
 from talkwire.agents.voice.resample import Resampler
 from talkwire.agents.voice.responder import JOKES
 from talkwire.agents.voice.service import voice_agent_factory
-from talkwire.agents.voice.speech import espeak, silence
+from talkwire.agents.voice.speech import WER_SET, WER_VOICES, espeak, silence
 from talkwire.agents.voice.text import normalize, word_error_rate
 from talkwire.protocol.audio import RATE
 
@@ -36,19 +36,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 TURN_TIMEOUT = 20.0  # bounds for a loaded CI host, not expectations
 LLM_TEXT = "Paris is the capital of France. It is known for the Eiffel Tower."
-
-# A fixed set for the word error rate: short commands and longer sentences.
-WER_SET = [
-    "What time is it?",
-    "Tell me a joke.",
-    "What is twelve plus thirty?",
-    "Please turn on the kitchen lights.",
-    "I would like to book a table for two at seven tonight.",
-    "The weather is nice today, so let's go for a walk.",
-    "Can you repeat what I just said?",
-    "Thank you very much, goodbye.",
-]
-WER_VOICES = ["en-us", "en-gb", "en-us+f3", "en-us+m3"]
 
 
 @dataclass

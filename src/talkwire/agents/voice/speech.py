@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import wave
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 
@@ -20,6 +21,20 @@ from talkwire.protocol.audio import RATE
 
 # Peak level of the spoken clip: a normal speaking level, well clear of clipping.
 SPEECH_PEAK = 0.5
+
+# The fixed set for the word error rate (tests and bench/voice.py): short
+# commands and longer sentences, in four of espeak's voices.
+WER_SET: Final = (
+    "What time is it?",
+    "Tell me a joke.",
+    "What is twelve plus thirty?",
+    "Please turn on the kitchen lights.",
+    "I would like to book a table for two at seven tonight.",
+    "The weather is nice today, so let's go for a walk.",
+    "Can you repeat what I just said?",
+    "Thank you very much, goodbye.",
+)
+WER_VOICES: Final = ("en-us", "en-gb", "en-us+f3", "en-us+m3")
 
 
 def espeak(text: str, voice: str = "en-us", speed: int = 160, peak: float = SPEECH_PEAK) -> bytes:
