@@ -27,7 +27,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError
 
-from talkwire.transceiver import jitter
+from talkwire.transceiver.rtp_audio import install_pass_through
 
 CLIENT_RATE = 48000
 CLIENT_FRAME = 960  # 20 ms at 48 kHz
@@ -170,7 +170,7 @@ class RealtimeCall:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         for transceiver in self.pc.getTransceivers():
             # Measure the server, not this client's jitter buffer.
-            jitter.install(transceiver.receiver)
+            install_pass_through(transceiver.receiver)
         sdp: str = self.pc.localDescription.sdp
         return sdp
 

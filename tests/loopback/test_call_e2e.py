@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from aioice import stun as aioice_stun
+from aiortc import RTCRtpSender
 
 from talkwire.agents.base import Agent
 from talkwire.agents.server import AgentServer, start_agent_server
@@ -192,6 +193,24 @@ async def test_many_sequential_and_concurrent_calls_each_hear_their_own_tone(
             assert abs(heard_hz(back) - hz) < 15
     finally:
         await asyncio.gather(*(c.hangup() for c in calls))
+    await wait_active(stack, 0)
+
+
+async def test_a_call_that_offers_only_pcmu_echoes_through_aiortcs_own_codec_path(
+    stack: Stack,
+) -> None:
+    call = new_call(stack)
+    pcmu = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType == "audio/PCMU"]
+    for transceiver in call.pc.getTransceivers():
+        if transceiver.kind == "audio":
+            transceiver.setCodecPreferences(pcmu)
+    await call.connect()
+    try:
+        assert "PCMU/8000" in call.answer_sdp and "opus" not in call.answer_sdp
+        back = await echo_check(call, 600.0)
+        assert abs(heard_hz(back) - 600.0) < 15
+    finally:
+        await call.hangup()
     await wait_active(stack, 0)
 
 

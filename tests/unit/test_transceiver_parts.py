@@ -15,8 +15,8 @@ from talkwire import encap
 from talkwire.protocol.audio import FRAME_BYTES, FRAME_SAMPLES, RATE
 from talkwire.transceiver.audio import OUT_FRAME_SAMPLES, AgentAudioTrack
 from talkwire.transceiver.demux import Delivery, Demux, Drop
-from talkwire.transceiver.jitter import PassThroughJitterBuffer
 from talkwire.transceiver.resample import Downsampler, Upsampler
+from talkwire.transceiver.rtp_audio import PassThroughBuffer
 from talkwire.transceiver.sdp import candidate_addresses, strip_candidates
 
 RELAY = ("127.0.0.1", 3479)
@@ -153,7 +153,7 @@ def rtp(seq: int, timestamp: int) -> RtpPacket:
 
 
 def test_jitter_pass_through_decodes_each_packet_on_arrival_and_drops_late_ones() -> None:
-    buffer = PassThroughJitterBuffer()
+    buffer = PassThroughBuffer()
     seqs = [65533, 65534, 65535, 0, 1]
     for i, seq in enumerate(seqs):
         _, frame = buffer.add(rtp(seq, 960 * i))

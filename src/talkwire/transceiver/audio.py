@@ -112,6 +112,11 @@ class AgentAudioTrack(MediaStreamTrack):
         return len(self._frames) * FRAME_SECONDS
 
     async def recv(self) -> av.AudioFrame:
+        """A 48 kHz stereo frame, for codecs aiortc encodes itself (not Opus: see rtp_audio)."""
+        return self._frame(await self.next_pcm())
+
+    async def next_pcm(self) -> bytes | None:
+        """The next 20 ms of agent audio when it is due, or None for silence."""
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -134,7 +139,7 @@ class AgentAudioTrack(MediaStreamTrack):
         pcm = self._frames.popleft()[0] if self._frames else None
         self._next_at += FRAME_SECONDS
         self._set_playing(pcm is not None)
-        return self._frame(pcm)
+        return pcm
 
     def _shed_backlog(self) -> None:
         while len(self._frames) > self.TARGET_BACKLOG and _is_sheddable(self._frames[0]):

@@ -29,10 +29,15 @@ from talkwire.protocol.events import (
     make_event,
     parse_event,
 )
-from talkwire.transceiver import jitter
 from talkwire.transceiver.agent_link import AgentError, AgentLink, error_event
 from talkwire.transceiver.audio import AgentAudioTrack, InboundConverter
 from talkwire.transceiver.ice import RelayBinding, bind_connection
+from talkwire.transceiver.rtp_audio import (
+    InboundTap,
+    OutboundOpus,
+    install_inbound,
+    install_outbound,
+)
 from talkwire.transceiver.sdp import OfferError, check_offer, strip_candidates
 
 log = logging.getLogger(__name__)
@@ -100,6 +105,8 @@ class Call:
         self._pc.on("iceconnectionstatechange", self._ice_state_changed)
         self._pc.on("datachannel", self._datachannel)
         self._pc.on("track", self._remote_track)
+        self._inbound: InboundTap | None = None
+        self._outbound: OutboundOpus | None = None
 
     # -- setup -----------------------------------------------------------
 
@@ -120,10 +127,10 @@ class Call:
             bind_connection(connection, self.binding)
         for transceiver in self._pc.getTransceivers():
             if transceiver.kind == "audio":
-                self._pc.addTrack(self._track)
-                # aiortc's buffer holds every frame until the next arrives (and
-                # by default for 4 more): decode on arrival instead.
-                jitter.install(transceiver.receiver)
+                sender = self._pc.addTrack(self._track)
+                # Opus straight between RTP and the agent's PCM, inline (rtp_audio).
+                self._inbound = install_inbound(transceiver.receiver, self._audio_in)
+                self._outbound = install_outbound(sender, self._track)
                 break
         await self._pc.setLocalDescription(await self._pc.createAnswer())
         self.timings.answered = time.monotonic()
@@ -138,12 +145,17 @@ class Call:
         return found
 
     def audio_stats(self) -> dict[str, float | int]:
+        inbound, outbound = self._inbound, self._outbound
         return {
             "playout_queued_ms": round(self._track.queued_seconds * 1000, 1),
             "frames_played": self._track.frames_played,
             "frames_skipped": self._track.frames_skipped,
             "frames_to_agent": self._agent.frames_sent,
             "frames_from_agent": self._agent.frames_received,
+            "packets_decoded": inbound.decoded_packets if inbound else 0,
+            "packets_late": inbound.late_packets if inbound else 0,
+            "packets_undecodable": inbound.undecodable_packets if inbound else 0,
+            "silence_packets_canned": outbound.canned_silence if outbound else 0,
         }
 
     # -- lifetime --------------------------------------------------------
@@ -223,6 +235,7 @@ class Call:
     # -- media and events ------------------------------------------------
 
     async def _pump_inbound(self, track: MediaStreamTrack) -> None:
+        # Only codecs other than Opus reach the track: Opus is decoded in the tap.
         converter = InboundConverter()
         while True:
             try:
@@ -230,9 +243,12 @@ class Call:
             except MediaStreamError:
                 return
             for pcm in converter.convert(frame):  # type: ignore[arg-type]
-                if self.timings.first_audio_in is None:
-                    self.timings.first_audio_in = time.monotonic()
-                self._queue_to_agent(pcm)
+                self._audio_in(pcm)
+
+    def _audio_in(self, pcm: bytes) -> None:
+        if self.timings.first_audio_in is None:
+            self.timings.first_audio_in = time.monotonic()
+        self._queue_to_agent(pcm)
 
     def _queue_to_agent(self, item: bytes | str) -> None:
         try:
