@@ -40,6 +40,8 @@ class StackConfig:
     relay_workers: int = 1
     echo_delay_ms: int = 0
     transceiver_capacity: int = 100
+    # One process per core: each runs one event loop, so a 2-core host carries twice the calls.
+    transceivers: int = 1
     connect_timeout: float = 10.0
     log_level: str = "WARNING"
     extra_models: dict[str, str] = field(default_factory=dict)  # model -> agent ws URL
@@ -72,7 +74,8 @@ class Stack:
         self.relay_internal: Address | None = None
         self.relay_metrics_url = ""
         self._relay_workers: list[int] = []
-        self.transceiver_url = ""
+        self.transceiver_url = ""  # the first one's; all of them in transceiver_urls
+        self.transceiver_urls: list[str] = []
         self.signaling_url = ""
 
     @property
@@ -96,36 +99,20 @@ class Stack:
                 voice = await self._spawn("voice", voice_args)
                 self.voice_url = voice.split()[0].rstrip("/") + "/v1/agents/voice"
             await self.start_relay()
-            transceiver = await self._spawn(
-                "transceiver",
-                [
-                    "transceiver",
-                    "--api",
-                    f"{c.host}:0",
-                    "--udp",
-                    f"{c.host}:0",
-                    "--relay-public",
-                    format_address(self.relay_address),
-                    "--keyring",
-                    str(self.keyring_path),
-                    "--capacity",
-                    str(c.transceiver_capacity),
-                    "--connect-timeout",
-                    str(c.connect_timeout),
-                    "--drain-timeout",
-                    "2",
-                ],
-            )
-            self.transceiver_url = transceiver.split()[0]
+            for index in range(c.transceivers):
+                name = "transceiver" if index == 0 else f"transceiver-{index + 1}"
+                ready = await self._spawn(name, self._transceiver_args(name))
+                self.transceiver_urls.append(ready.split()[0])
+            self.transceiver_url = self.transceiver_urls[0]
             signaling_args = [
                 "signaling",
                 "--listen",
                 f"{c.host}:{c.http_port}",
-                "--transceiver",
-                self.transceiver_url,
                 "--model",
                 f"echo={self.agent_url}",
             ]
+            for url in self.transceiver_urls:
+                signaling_args += ["--transceiver", url]
             if self.voice_url:
                 signaling_args += ["--model", f"voice={self.voice_url}"]
             signaling_args += ["--default-model", "voice" if self.voice_url else "echo"]
@@ -140,6 +127,28 @@ class Stack:
         except BaseException:
             await self.stop()
             raise
+
+    def _transceiver_args(self, name: str) -> list[str]:
+        c = self.config
+        return [
+            "transceiver",
+            "--id",
+            name,
+            "--api",
+            f"{c.host}:0",
+            "--udp",
+            f"{c.host}:0",
+            "--relay-public",
+            format_address(self.relay_address),
+            "--keyring",
+            str(self.keyring_path),
+            "--capacity",
+            str(c.transceiver_capacity),
+            "--connect-timeout",
+            str(c.connect_timeout),
+            "--drain-timeout",
+            "2",
+        ]
 
     async def start_relay(self) -> None:
         """Start (or restart) the relay on the same public and internal ports."""
@@ -190,11 +199,11 @@ class Stack:
             for _ in range(int(READY_TIMEOUT_S / 0.05)):
                 async with http.get(self.signaling_url + "/healthz") as response:
                     body = await response.json(content_type=None)
-                if body.get("transceivers", {}).get("healthy", 0) > 0:
+                if body.get("transceivers", {}).get("healthy", 0) >= len(self.transceiver_urls):
                     return
                 # Signaling polls transceiver health on its own clock.
                 await asyncio.sleep(0.05)
-        raise StackError("signaling never saw a healthy transceiver")
+        raise StackError("signaling never saw every transceiver healthy")
 
     async def stop(self) -> None:
         for name in reversed(list(self.components)):

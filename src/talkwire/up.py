@@ -19,6 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="HTTP port: API and demo page")
     parser.add_argument("--relay-port", type=int, default=3478, help="the relay's UDP port")
     parser.add_argument("--relay-workers", type=int, default=1)
+    parser.add_argument(
+        "--transceivers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="transceiver processes, one event loop each (default: one per core)",
+    )
     parser.add_argument("--no-demo", action="store_true", help="do not serve the demo page")
     parser.add_argument(
         "--no-voice", action="store_true", help="do not run the voice agent (echo only)"
@@ -45,7 +51,9 @@ async def _up(config: StackConfig) -> int:
         print(f"talkwire up: {exc}")
         return 1
     relay = f"{stack.relay_address[0]}:{stack.relay_address[1]}"
-    print(f"talkwire is up (relay udp {relay}, API {stack.signaling_url}/v1)")
+    transceivers = len(stack.transceiver_urls)
+    api = f"{stack.signaling_url}/v1"
+    print(f"talkwire is up (relay udp {relay}, API {api}, {transceivers} transceivers)")
     models = "voice (default), echo" if stack.voice_url else "echo"
     print(f"  models:    {models}")
     if config.demo:
@@ -61,11 +69,14 @@ async def _up(config: StackConfig) -> int:
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535 or not 0 <= args.relay_port <= 65535:
         raise ConfigError("ports must be 0..65535")
+    if args.transceivers < 1:
+        raise ConfigError("--transceivers must be at least 1")
     config = StackConfig(
         host=args.host,
         http_port=args.port,
         relay_port=args.relay_port,
         relay_workers=args.relay_workers,
+        transceivers=args.transceivers,
         demo=not args.no_demo,
         log_level=args.log_level,
         voice=not args.no_voice and voice_available(),

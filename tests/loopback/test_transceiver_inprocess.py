@@ -11,14 +11,17 @@ import gc
 import json
 import os
 import threading
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import aiohttp
+import numpy as np
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from talkwire.client import RealtimeCall
+from talkwire.client import CLIENT_RATE, RealtimeCall, tone
 from talkwire.route_token import Keyring
 from talkwire.stack import Stack, StackConfig
 from talkwire.transceiver.api import make_transceiver_app
@@ -89,7 +92,7 @@ async def test_a_hundred_calls_leave_no_task_thread_or_table_entry_behind(
     assert len(asyncio.all_tasks()) <= tasks_before
     # aiortc decodes each call on its own thread: all must be gone. Encoding
     # uses the loop's default executor, a bounded pool that may have grown.
-    assert [t.name for t in threading.enumerate() if t.name.endswith("-decoder")] == []
+    assert _decoder_threads() == []
     assert threading.active_count() <= threads_before + min(32, (os.cpu_count() or 1) + 4)
     errors = transceiver.metrics.errors.collect()[0].samples
     assert [s.labels for s in errors if "close_timeout" in s.labels.get("kind", "")] == []
@@ -179,3 +182,129 @@ async def test_offer_checks_are_exact() -> None:
     for sdp, message in BAD_OFFERS.items():
         with pytest.raises(OfferError, match=message):
             check_offer(sdp)
+
+
+def _refused(transceiver: Transceiver, reason: str) -> float:
+    samples = transceiver.metrics.refused.collect()[0].samples
+    return sum(
+        s.value for s in samples if s.name.endswith("_total") and s.labels == {"reason": reason}
+    )
+
+
+async def _hog_loop(seconds: float) -> None:
+    """What a saturated transceiver looks like from inside: the loop never idles."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        chunk = time.monotonic() + 0.04
+        while time.monotonic() < chunk:
+            pass
+        await asyncio.sleep(0)
+
+
+async def test_a_saturated_transceiver_refuses_new_calls_until_its_load_falls(
+    stack: Stack, transceiver: Transceiver
+) -> None:
+    client = RealtimeCall("http://unused", "unused")
+    offer = await client.offer()
+    await _hog_loop(3.0)
+    assert transceiver.health()["overloaded"] is True
+    assert transceiver.health()["load"] > 0.5
+    with pytest.raises(Unavailable, match="transceiver is overloaded: "):
+        await transceiver.create_call("rtc_hot", offer, {}, stack.agent_url)
+    assert _refused(transceiver, "overloaded") >= 1
+    assert transceiver.calls == {}
+    for _ in range(120):  # 30 s: a bound for a loaded CI host; the gauge moves every 0.25 s
+        if transceiver.load.overload is None:
+            break
+        await asyncio.sleep(0.25)
+    await client.close()
+    admitted = await place_call(transceiver, stack.agent_url, "rtc_cooled")
+    try:
+        await admitted.next_event("session.created")
+    finally:
+        await transceiver.hangup("rtc_cooled")
+        await admitted.close()
+        await _wait_idle(transceiver)
+
+
+PROBE_HZ = 800.0
+
+
+def _heard_probe(client: RealtimeCall, since: float) -> float:
+    """Seconds of loud audio received since ``since``, counted in 10 ms blocks."""
+    samples = client.received_audio(since=since)
+    block = CLIENT_RATE // 100
+    blocks = samples[: len(samples) // block * block].reshape(-1, block)
+    return float((np.abs(blocks).max(axis=1) > 2000).sum()) / 100
+
+
+def _decoder_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.endswith("-decoder"))
+
+
+async def test_two_hundred_calls_opened_and_dropped_at_once_leave_a_live_call_alone(
+    stack: Stack,
+) -> None:
+    config = TransceiverConfig(
+        keyring=Keyring.from_file(stack.keyring_path),
+        public_addresses=[stack.relay_address],
+        capacity=300,
+        connect_timeout=2.0,
+    )
+    transceiver = Transceiver(config)
+    await transceiver.start()
+    probe = await place_call(transceiver, stack.agent_url, "rtc_probe")
+    vanished = RealtimeCall("http://unused", "unused")
+    try:
+        await probe.next_event("session.created")
+        tasks_before = len(asyncio.all_tasks())
+        decoders_before = _decoder_threads()
+        # Two hundred callers that post an offer and are never heard from again.
+        offer = await vanished.offer()
+        started: list[float] = []
+        probe.source.play(tone(PROBE_HZ, 4.0), on_start=started.append)
+        outcomes = await asyncio.gather(
+            *(
+                transceiver.create_call(f"rtc_drop_{i}", offer, {}, stack.agent_url)
+                for i in range(200)
+            ),
+            return_exceptions=True,
+        )
+        refused = [o for o in outcomes if isinstance(o, BaseException)]
+        # Setups are answered two at a time: the rest of the burst waits in a bounded
+        # queue, and what overflows it (or arrives once the loop is saturated) is refused.
+        assert all(isinstance(o, Unavailable) for o in refused)
+        reasons = Counter(o.reason for o in refused if isinstance(o, Unavailable))
+        assert set(reasons) <= {"busy", "overloaded"} and reasons["busy"] > 0
+        for _ in range(600):  # 30 s bound; they end at the 2 s connect timeout
+            if set(transceiver.calls) == {"rtc_probe"}:
+                break
+            await asyncio.sleep(0.05)
+        assert set(transceiver.calls) == {"rtc_probe"}
+        ended = transceiver.metrics.calls.collect()[0].samples
+        timeouts = sum(
+            s.value
+            for s in ended
+            if s.labels == {"reason": "connect_timeout"} and "_total" in s.name
+        )
+        assert timeouts == 200 - len(refused)
+        assert _refused(transceiver, "busy") == reasons["busy"]
+        assert _refused(transceiver, "overloaded") == reasons["overloaded"]
+        # The live call kept its audio the whole time: 90 % of its 4 s tone came back.
+        assert started
+        for _ in range(200):  # 10 s bound: the tone plays out in real time
+            if _heard_probe(probe, started[0]) >= 3.6:
+                break
+            await asyncio.sleep(0.05)
+        assert _heard_probe(probe, started[0]) >= 3.6
+        assert transceiver.shared_socket.demux.sessions == 1
+        gc.collect()
+        assert len(asyncio.all_tasks()) <= tasks_before
+        # The probe's client decodes on aiortc's thread; none came from the burst.
+        assert _decoder_threads() == decoders_before
+    finally:
+        await vanished.close()
+        await transceiver.hangup("rtc_probe")
+        await probe.close()
+        await _wait_idle(transceiver)
+        await transceiver.stop()

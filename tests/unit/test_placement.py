@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,6 +23,8 @@ def info(
     active: int = 0,
     draining: bool = False,
     age: float = 0.0,
+    load: float = 0.0,
+    overloaded: bool = False,
 ) -> TransceiverInfo:
     return TransceiverInfo(
         id=id,
@@ -32,6 +35,8 @@ def info(
         active=active,
         draining=draining,
         updated_at=NOW - age,
+        load=load,
+        overloaded=overloaded,
     )
 
 
@@ -54,6 +59,25 @@ def test_excludes_stale_draining_and_full() -> None:
     full = info("full", capacity=4, active=4)
     zero = info("zero", capacity=0)
     assert ids(place([ok, stale, draining, full, zero], "eu", NOW, max_age_s=3.0)) == ["ok"]
+
+
+def test_measured_load_outranks_a_low_call_count_and_overload_excludes() -> None:
+    # b holds fewer calls but its CPU is busier: a new call goes to a first.
+    a = info("a", capacity=100, active=30, load=0.3)
+    b = info("b", capacity=100, active=10, load=0.6)
+    hot = info("hot", capacity=100, active=1, load=0.9, overloaded=True)
+    assert ids(place([a, b, hot], "eu", NOW)) == ["a", "b"]
+    assert not accepts_calls(hot, NOW)
+
+
+def test_load_fields_are_optional_in_json_and_validated() -> None:
+    record = info("x").to_json()
+    del record["load"], record["overloaded"]
+    parsed = TransceiverInfo.from_json(record)
+    assert (parsed.load, parsed.overloaded) == (0.0, False)
+    for bad in ({"load": -1}, {"load": "high"}, {"load": float("nan")}, {"overloaded": 1}):
+        with pytest.raises(ValueError, match=r"'(load|overloaded)'"):
+            TransceiverInfo.from_json({**record, **bad})
 
 
 def test_freshness_boundary_and_future_records() -> None:

@@ -26,6 +26,8 @@ class TransceiverInfo:
     active: int
     draining: bool
     updated_at: float
+    load: float = 0.0  # measured share of one core (what admission watches)
+    overloaded: bool = False  # refusing new calls until its load falls
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +63,19 @@ class TransceiverInfo:
         if not isinstance(draining, bool):
             raise ValueError("transceiver info: 'draining' must be a boolean")
         out["draining"] = draining
+        overloaded = data.get("overloaded", False)
+        if not isinstance(overloaded, bool):
+            raise ValueError("transceiver info: 'overloaded' must be a boolean")
+        out["overloaded"] = overloaded
+        load = data.get("load", 0.0)
+        if (
+            not isinstance(load, int | float)
+            or isinstance(load, bool)
+            or not math.isfinite(load)
+            or load < 0
+        ):
+            raise ValueError("transceiver info: 'load' must be a non-negative number")
+        out["load"] = float(load)
         stamp = data.get("updated_at") if updated_at is None else updated_at
         if (
             not isinstance(stamp, int | float)

@@ -19,7 +19,17 @@ def is_healthy(info: TransceiverInfo, now: float, max_age_s: float = DEFAULT_MAX
 
 
 def accepts_calls(info: TransceiverInfo, now: float, max_age_s: float = DEFAULT_MAX_AGE_S) -> bool:
-    return is_healthy(info, now, max_age_s) and not info.draining and info.active < info.capacity
+    return (
+        is_healthy(info, now, max_age_s)
+        and not info.draining
+        and not info.overloaded
+        and info.active < info.capacity
+    )
+
+
+def fullness(info: TransceiverInfo) -> float:
+    """How full: the larger of its call count against capacity and its measured load."""
+    return max(info.active / info.capacity, info.load)
 
 
 def place(
@@ -32,7 +42,7 @@ def place(
 ) -> list[TransceiverInfo]:
     """Candidates in the order to try them.
 
-    Those in ``region`` come first, least loaded (active/capacity) first,
+    Those in ``region`` come first, least full (``fullness``) first,
     ties in random order so equal transceivers share new calls. The others
     follow in the same order: they are the fallback when the region has no
     one left, and the retry target when the region's only candidate fails.
@@ -40,7 +50,7 @@ def place(
     pick = rng if rng is not None else random.Random()
     eligible = [t for t in transceivers if accepts_calls(t, now, max_age_s)]
     # Random tiebreaks drawn once per candidate so the sort stays consistent.
-    keyed = [(t.active / t.capacity, pick.random(), t) for t in eligible]
+    keyed = [(fullness(t), pick.random(), t) for t in eligible]
     keyed.sort(key=lambda k: (k[0], k[1]))
     ordered = [t for _, _, t in keyed]
     local = [t for t in ordered if t.region == region]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,7 @@ from talkwire.relay.router import LOOPBACK, Network
 from talkwire.route_token import Keyring
 from talkwire.transceiver.demux import Address
 from talkwire.transceiver.ice import RelayBinding
+from talkwire.transceiver.load import LoadGauge, LoadLimits, measure
 from talkwire.transceiver.session import Call
 from talkwire.transceiver.udp import SharedSocket
 
@@ -39,10 +42,19 @@ class TransceiverConfig:
     # Relay networks allowed to send to the UDP socket (the relay's --trust mirrored).
     trusted_relays: tuple[Network, ...] = LOOPBACK
     id: str = field(default_factory=lambda: "tx-" + secrets.token_hex(4))
+    load_limits: LoadLimits = field(default_factory=LoadLimits)
+    # Answering is CPU work (~7 ms) on the loop every live call's audio shares:
+    # a burst of offers is answered a few at a time, and one past the queue is refused.
+    concurrent_setups: int = 2
+    queued_setups: int = 64
 
 
 class Unavailable(Exception):
-    """No new calls: draining or at capacity."""
+    """No new calls: draining, at capacity or overloaded (``reason`` names which)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Metrics:
@@ -68,6 +80,14 @@ class Metrics:
         self.errors = Counter(
             "talkwire_transceiver_errors", "Errors by kind", ["kind"], registry=self.registry
         )
+        self.refused = Counter(
+            "talkwire_transceiver_refused_calls", "New calls refused, by why", ["reason"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.load = Gauge(
+            "talkwire_transceiver_load", "Smoothed load: cpu (share of a core), lag_seconds",
+            ["measure"], registry=self.registry,
+        )  # fmt: skip
         self.udp = Gauge(
             "talkwire_transceiver_udp_packets", "Shared socket counters", ["counter"],
             registry=self.registry,
@@ -85,10 +105,15 @@ class Transceiver:
         self._supervisors: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.load = LoadGauge(config.load_limits)
+        self._setups = asyncio.Semaphore(config.concurrent_setups)
+        self._queued_setups = 0
+        self._measuring: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._socket = await SharedSocket.bind(*self.config.udp_listen, self.config.trusted_relays)
         self._http = aiohttp.ClientSession()
+        self._measuring = asyncio.create_task(measure(self.load), name="load-gauge")
 
     @property
     def udp_address(self) -> Address:
@@ -108,18 +133,40 @@ class Transceiver:
             "capacity": self.config.capacity,
             "active": len(self.calls),
             "draining": self.draining,
+            "load": round(self.load.cpu, 3),
+            "overloaded": self.load.overload is not None,
         }
 
     async def create_call(
         self, call_id: str, offer_sdp: str, session: dict[str, Any], agent_url: str
     ) -> Call:
         """Answer an offer; raises OfferError (bad offer) or Unavailable."""
-        if self.draining:
-            raise Unavailable("transceiver is draining")
-        if len(self.calls) >= self.config.capacity:
-            raise Unavailable("transceiver is at capacity")
-        if call_id in self.calls:
-            raise Unavailable(f"call {call_id} already exists")
+        try:
+            self._admit(call_id)
+            async with self._setup_turn():
+                self._admit(call_id)  # again: waiting may have changed the answer
+                return await self._answer(call_id, offer_sdp, session, agent_url)
+        except Unavailable as exc:
+            self.metrics.refused.labels(exc.reason).inc()
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _setup_turn(self) -> AsyncIterator[None]:
+        if self._queued_setups >= self.config.queued_setups:
+            raise Unavailable("busy", f"{self._queued_setups} call setups are already waiting")
+        self._queued_setups += 1
+        try:
+            await self._setups.acquire()
+        finally:
+            self._queued_setups -= 1
+        try:
+            yield
+        finally:
+            self._setups.release()
+
+    async def _answer(
+        self, call_id: str, offer_sdp: str, session: dict[str, Any], agent_url: str
+    ) -> Call:
         assert self._http is not None
         ufrag = route_token.mint(self.config.keyring, self.config.cluster, self.udp_address)
         binding = RelayBinding(
@@ -142,6 +189,17 @@ class Transceiver:
         self._supervisors.add(task)
         task.add_done_callback(self._supervisors.discard)
         return call
+
+    def _admit(self, call_id: str) -> None:
+        if self.draining:
+            raise Unavailable("draining", "transceiver is draining")
+        if len(self.calls) >= self.config.capacity:
+            raise Unavailable("capacity", "transceiver is at capacity")
+        overload = self.load.overload
+        if overload is not None:
+            raise Unavailable("overloaded", f"transceiver is overloaded: {overload}")
+        if call_id in self.calls:
+            raise Unavailable("duplicate", f"call {call_id} already exists")
 
     async def hangup(self, call_id: str) -> bool:
         call = self.calls.get(call_id)
@@ -180,6 +238,8 @@ class Transceiver:
     def collect_udp_metrics(self) -> None:
         for name, value in self.shared_socket.counters.items():
             self.metrics.udp.labels(name).set(value)
+        self.metrics.load.labels("cpu").set(self.load.cpu)
+        self.metrics.load.labels("lag_seconds").set(self.load.lag_s)
 
     async def drain(self) -> None:
         """No new calls; live ones run to their end or the drain deadline."""
@@ -192,6 +252,10 @@ class Transceiver:
             log.warning("drain deadline reached with %d calls", len(self.calls))
 
     async def stop(self) -> None:
+        if self._measuring is not None:
+            self._measuring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._measuring
         for call in list(self.calls.values()):
             call.end("shutdown")
         if self._supervisors:
