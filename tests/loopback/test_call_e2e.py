@@ -353,3 +353,31 @@ async def test_a_call_that_never_connects_ends_at_the_connect_timeout(stack: Sta
         assert (await transceiver_health(stack))["active"] >= 1
     await call.close()
     await wait_active(stack, 0)
+
+
+async def test_two_transceivers_share_calls_and_each_call_hears_its_own_tone() -> None:
+    # Capacity 3 each: five calls cannot all fit on one, whatever each one's load reads.
+    stack = Stack(
+        StackConfig(http_port=0, relay_port=0, demo=False, transceivers=2, transceiver_capacity=3)
+    )
+    await stack.start()
+    tones = [500.0, 800.0, 1100.0, 1400.0, 1700.0]
+    calls = [new_call(stack) for _ in tones]
+    try:
+        assert len(stack.transceiver_urls) == 2
+        for call in calls:  # one at a time, so each placement sees the last one's count
+            await call.connect()
+        actives = []
+        async with aiohttp.ClientSession() as http:
+            for url in stack.transceiver_urls:
+                async with http.get(url + "/health") as response:
+                    actives.append((await response.json())["active"])
+        assert sorted(actives) == [2, 3]
+        results = await asyncio.gather(
+            *(echo_check(c, hz) for c, hz in zip(calls, tones, strict=True))
+        )
+        for hz, back in zip(tones, results, strict=True):
+            assert abs(heard_hz(back) - hz) < 15
+    finally:
+        await asyncio.gather(*(c.hangup() for c in calls))
+        await stack.stop()

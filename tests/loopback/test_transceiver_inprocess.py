@@ -10,6 +10,7 @@ import asyncio
 import gc
 import json
 import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -308,3 +309,67 @@ async def test_two_hundred_calls_opened_and_dropped_at_once_leave_a_live_call_al
         await probe.close()
         await _wait_idle(transceiver)
         await transceiver.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def stalled_agent_url() -> AsyncIterator[str]:
+    """An agent that accepts the call and then never reads a byte of it."""
+
+    released = asyncio.Event()
+
+    async def accept_and_stall(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await released.wait()  # a hung agent: alive, connected, reading nothing
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/agents/stalled", accept_and_stall)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # A small receive window so the stall reaches the transceiver in seconds, not minutes.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind(("127.0.0.1", 0))
+    site = web.SockSite(runner, sock)
+    await site.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1/agents/stalled"
+    released.set()
+    await runner.cleanup()
+
+
+async def test_a_stalled_agent_ends_only_its_own_call_and_is_counted(
+    stack: Stack, transceiver: Transceiver, stalled_agent_url: str
+) -> None:
+    probe = await place_call(transceiver, stack.agent_url, "rtc_alive")
+    stalled = await place_call(transceiver, stalled_agent_url, "rtc_stalled")
+    try:
+        await probe.next_event("session.created")
+        started: list[float] = []
+        probe.source.play(tone(PROBE_HZ, 8.0), on_start=started.append)
+        # The stalled call's client keeps sending audio the agent never reads; the
+        # agent answers no ping either, and the transceiver's heartbeat gives up on it.
+        error = await stalled.next_event("error", timeout=30.0)
+        assert error["error"]["code"] == "agent_stalled"
+        for _ in range(600):  # 30 s bound
+            if "rtc_stalled" not in transceiver.calls:
+                break
+            await asyncio.sleep(0.05)
+        assert set(transceiver.calls) == {"rtc_alive"}
+        ended = transceiver.metrics.calls.collect()[0].samples
+        assert any(
+            s.labels == {"reason": "agent_stalled"} and s.value == 1
+            for s in ended
+            if s.name.endswith("_total")
+        )
+        # The other call's echo never paused: its whole tone came back meanwhile.
+        for _ in range(400):  # 20 s bound: the tone plays out in real time
+            if _heard_probe(probe, started[0]) >= 7.2:
+                break
+            await asyncio.sleep(0.05)
+        assert _heard_probe(probe, started[0]) >= 7.2
+    finally:
+        await transceiver.hangup("rtc_alive")
+        await probe.close()
+        await stalled.close()
+        await _wait_idle(transceiver)

@@ -22,6 +22,8 @@ from talkwire.protocol.events import make_event, parse_event
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 2.0  # an agent that stops reading this long is stalled
+# A ping this often, a pong due within half of it: a hung agent is found in 6 s.
+HEARTBEAT_S = 4.0
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -63,7 +65,7 @@ class AgentLink:
         try:
             self._ws = await self._http.ws_connect(
                 self._url,
-                heartbeat=10.0,
+                heartbeat=HEARTBEAT_S,
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                 max_msg_size=4 * 1024 * 1024,
             )
@@ -81,7 +83,11 @@ class AgentLink:
             elif message.type == aiohttp.WSMsgType.TEXT:
                 self._handle_text(message.data)
             elif message.type == aiohttp.WSMsgType.ERROR:
-                raise AgentError("agent_failed", f"agent connection failed: {ws.exception()}")
+                failure = ws.exception()
+                if isinstance(failure, aiohttp.ServerTimeoutError):
+                    # A hung agent stops answering pings before its buffers fill.
+                    raise AgentError("agent_stalled", f"agent stopped answering: {failure}")
+                raise AgentError("agent_failed", f"agent connection failed: {failure}")
         if ws.close_code not in (None, aiohttp.WSCloseCode.OK, aiohttp.WSCloseCode.GOING_AWAY):
             raise AgentError("agent_closed", f"agent closed the call (code {ws.close_code})")
 
