@@ -61,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--window", type=float, help="CPU window per step, seconds (default 6)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument(
+        "--transceivers", type=int, default=1,
+        help="transceiver processes, pinned one per core from core 0 (default 1)",
+    )  # fmt: skip
     parser.add_argument("--skip", default="", help="comma list of: setup,rtt,ramp")
     parser.add_argument(
         "--profile", action="store_true",
@@ -83,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.out_stem = args.out.with_suffix("")
     if args.calls < 1 or args.bursts < 1 or not args.steps or min(args.steps) < 1:
         parser.error("--calls, --bursts and --steps must be positive")
+    if args.transceivers < 1:
+        parser.error("--transceivers must be positive")
     return args
 
 
@@ -119,18 +125,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "args": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()
                  if k not in ("out", "out_stem")},
     }  # fmt: skip
-    stack = Stack(StackConfig(http_port=0, relay_port=0, transceiver_capacity=max(args.steps) + 20))
+    results["transceivers"] = args.transceivers
+    stack = Stack(
+        StackConfig(
+            http_port=0,
+            relay_port=0,
+            transceiver_capacity=max(args.steps) + 20,
+            transceivers=args.transceivers,
+        )
+    )
     await stack.start()
     try:
         pids = {name: c.process.pid for name, c in stack.components.items() if c.process}
         if pinned:
-            # ...and the transceiver gets a core of its own.
-            pin(pids["transceiver"], {TRANSCEIVER_CORE})
-            results["pinning"] = (
-                f"transceiver pinned to core {TRANSCEIVER_CORE}; relay, agent, signaling,"
-                f" both Chromiums (probe, load) and this process pinned to core {LOAD_CORE};"
-                f" the load Chromium runs at nice {LOAD_NICE}"
-            )
+            results["pinning"] = pin_transceivers(pids, sorted(cores))
         else:
             results["pinning"] = f"not pinned; the load Chromium runs at nice {LOAD_NICE}"
         with tempfile.TemporaryDirectory(prefix="talkwire-bench-") as tmp:
@@ -165,6 +173,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await stack.stop()
     return results
+
+
+def pin_transceivers(pids: dict[str, int], cores: list[int]) -> str:
+    """The first transceiver gets a core of its own; more go one per core from there,
+    sharing the load core once the host runs out (this one has two)."""
+    names = [name for name in pids if name.startswith("transceiver")]
+    placed = []
+    for index, name in enumerate(names):
+        core = cores[(TRANSCEIVER_CORE + index) % len(cores)]
+        pin(pids[name], {core})
+        placed.append(f"{name} to core {core}")
+    return (
+        f"{', '.join(placed)}; relay, agent, signaling, both Chromiums (probe, load) and this"
+        f" process pinned to core {LOAD_CORE}; the load Chromium runs at nice {LOAD_NICE}"
+    )
 
 
 async def ramp_phase(

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+from call_browser import server_timings
 from call_stats import summary
 
 from talkwire.client import RealtimeCall, tone
@@ -33,14 +34,6 @@ async def _wait_first_audio(call: RealtimeCall) -> None:
         await asyncio.sleep(POLL_S)
 
 
-async def _server_timings(http: aiohttp.ClientSession, stack: Stack, call: RealtimeCall) -> Any:
-    call_id = call.location.rsplit("/", 1)[-1]
-    async with http.get(f"{stack.transceiver_url.rstrip('/')}/calls/{call_id}") as response:
-        if response.status != 200:
-            return {}
-        return (await response.json(content_type=None)).get("timings_ms", {})
-
-
 async def setup(stack: Stack, http: aiohttp.ClientSession, n: int) -> list[dict[str, Any]]:
     """n calls one after another: client milestones (ms after the offer POST) and the server's."""
     out = []
@@ -51,7 +44,7 @@ async def setup(stack: Stack, http: aiohttp.ClientSession, n: int) -> list[dict[
         try:
             await call.connect(timeout=CONNECT_TIMEOUT_S, http=http)
             await _wait_first_audio(call)
-            server = await _server_timings(http, stack, call)
+            server = await server_timings(http, stack, call.location.rsplit("/", 1)[-1])
             out.append({"client": call.timings.as_ms(), "server": server})
         finally:
             await call.hangup(http=http)

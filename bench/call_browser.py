@@ -61,13 +61,22 @@ async def wait_page(page: Page, expression: str, what: str, timeout_ms: int) -> 
         raise BenchError(f"timed out waiting for {what}") from None
 
 
+async def active_by_transceiver(http: aiohttp.ClientSession, stack: Stack) -> dict[str, int]:
+    """Each transceiver's live calls, by its id (its component name in the stack)."""
+    counts = {}
+    for url in stack.transceiver_urls:
+        async with http.get(url.rstrip("/") + "/health") as response:
+            health = await response.json(content_type=None)
+        counts[str(health["id"])] = int(health["active"])
+    return counts
+
+
 async def active_calls(http: aiohttp.ClientSession, stack: Stack) -> int:
-    async with http.get(stack.transceiver_url.rstrip("/") + "/health") as response:
-        return int((await response.json(content_type=None))["active"])
+    return sum((await active_by_transceiver(http, stack)).values())
 
 
 async def wait_active(http: aiohttp.ClientSession, stack: Stack, expected: int) -> int:
-    """Polls the transceiver's health (it has no push channel), bounded; returns the last count."""
+    """Polls the transceivers' health (no push channel), bounded; returns the last total."""
     seen = -1
     for _ in range(IDLE_POLL_MAX):
         seen = await active_calls(http, stack)
@@ -79,12 +88,12 @@ async def wait_active(http: aiohttp.ClientSession, stack: Stack, expected: int) 
 
 async def server_timings(http: aiohttp.ClientSession, stack: Stack, call_id: str) -> dict[str, Any]:
     """The transceiver's own milestones for a live call (ms after it got the offer)."""
-    url = f"{stack.transceiver_url.rstrip('/')}/calls/{call_id}"
-    async with http.get(url) as response:
-        if response.status != 200:
-            return {}
-        body: dict[str, Any] = await response.json(content_type=None)
-    return dict(body.get("timings_ms", {}))
+    for base in stack.transceiver_urls:  # whichever one signaling placed it on
+        async with http.get(f"{base.rstrip('/')}/calls/{call_id}") as response:
+            if response.status == 200:
+                body: dict[str, Any] = await response.json(content_type=None)
+                return dict(body.get("timings_ms", {}))
+    return {}
 
 
 # What Chromium's receiver did with the audio it got (cumulative; diff two).

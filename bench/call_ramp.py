@@ -68,8 +68,7 @@ async def measure_step(
         "latency": latency_figures(aiortc_rtt),
         "chromium_latency": latency_figures(chromium_rtt),
         "cpu": cpu.to_json(),
-        "transceiver_cores": round(cpu.process["transceiver"], 4),
-        "cpu_ms_per_call_second": round(cpu.process["transceiver"] * 1000 / calls, 2),
+        **transceiver_cpu(cpu.process, calls),
         "foreign_cores": round(cpu.foreign, 3),
     }
     if load_calls:
@@ -88,6 +87,18 @@ async def measure_step(
     if recording is not None:
         step["profile"] = await recording
     return step
+
+
+def transceiver_cpu(process: dict[str, float], calls: int) -> dict[str, Any]:
+    """All transceivers' CPU (cores), each one's, and the busiest: it saturates first."""
+    split = {name: round(v, 4) for name, v in process.items() if name.startswith("transceiver")}
+    total = sum(split.values())
+    return {
+        "transceiver_cores": round(total, 4),
+        "transceiver_split": split,
+        "transceiver_busiest": max(split.values()),
+        "cpu_ms_per_call_second": round(total * 1000 / calls, 2),
+    }
 
 
 class Probes:
@@ -178,6 +189,7 @@ class Ramp:
         status = await call_browser.load_set(self.load, self.stack, n)
         await self.probes.start()
         active = await call_browser.wait_active(self.http, self.stack, n + PROBE_CALLS)
+        spread = await call_browser.active_by_transceiver(self.http, self.stack)
         # Handshakes and agent connects of the newest calls finish before the window.
         await asyncio.sleep(self.args.settle)
         step = await measure_step(
@@ -186,6 +198,7 @@ class Ramp:
         step["load"] = status
         step["refine"] = refine
         step["active"] = active
+        step["calls_by_transceiver"] = spread
         # Calls the server ended during the window (an overloaded call can fail as stalled).
         step["dropped"] = n + PROBE_CALLS - await call_browser.active_calls(self.http, self.stack)
         step["added_p95_ms"] = added(step, self.baseline, "latency")
@@ -201,7 +214,7 @@ class Ramp:
             and step["latency"]["lost"] == 0
             and step["added_p95_ms"] is not None
             and step["added_p95_ms"] < ADDED_P95_LIMIT_MS
-            and step["transceiver_cores"] < 1.0
+            and step["transceiver_busiest"] < 1.0
         )
         self.steps.append(step)
         print_step(step)
@@ -220,7 +233,7 @@ class Ramp:
                 or step.get("load_alive", 0) < n
                 or step["dropped"] > 0
                 or self.leaked(step)
-                or step["transceiver_cores"] >= STOP_CPU
+                or step["transceiver_busiest"] >= STOP_CPU
                 or (step["added_p95_ms"] or 0) >= STOP_ADDED_P95_MS
             ):
                 break
@@ -298,7 +311,7 @@ def capacity(result: dict[str, Any]) -> dict[str, Any]:
     points += [
         (s["calls"], s["transceiver_cores"])
         for s in steps
-        if s["transceiver_cores"] < TRANSCEIVER_SATURATED and s.get("dropped", 0) <= 0
+        if s["transceiver_busiest"] < TRANSCEIVER_SATURATED and s.get("dropped", 0) <= 0
     ]
     slope = None
     if len(points) >= 2:

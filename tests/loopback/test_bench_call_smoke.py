@@ -1,0 +1,42 @@
+"""bench/call.py still runs: its smallest mode with a one-step ramp, on two transceivers.
+
+Not a benchmark and no timing is asserted: it checks that every section ends
+with measurements in it, against real Chromium and a real stack, and that the
+ramp's calls and CPU are counted on both transceiver processes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "call.py"
+
+
+def test_the_quick_call_bench_measures_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "call.json"
+    args = ["--quick", "--calls", "2", "--bursts", "4", "--steps", "2", "--window", "1"]
+    done = subprocess.run(
+        [sys.executable, str(BENCH), *args, "--transceivers", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for client in ("floor", "chromium", "aiortc"):
+        assert result["setup"][client]["dtls"]["n"] == 2
+        assert result["rtt"][client]["n"] + result["rtt"][client]["lost"] == 4
+        assert result["rtt"][client]["n"] >= 1
+    [step] = result["ramp"]["steps"]
+    assert step["calls"] == 4  # two load calls and the two probes
+    assert set(step["calls_by_transceiver"]) == {"transceiver", "transceiver-2"}
+    assert sum(step["calls_by_transceiver"].values()) == 4
+    assert all(cores > 0 for cores in step["transceiver_split"].values())
+    assert step["load_packets_per_call_second"]["received"] > 0
+    assert result["capacity"]["largest_step_tried"] == 4
+    assert result["ramp"]["left_active"] == 0
+    assert "targets" in done.stdout
