@@ -56,6 +56,12 @@ def print_step(step: dict[str, Any]) -> None:
     )
 
 
+def calls_per_core(results: dict[str, Any]) -> float | None:
+    """The ramp's most good calls per transceiver process (each has a core)."""
+    calls = (results.get("capacity") or {}).get("max_calls_ok")
+    return None if calls is None else calls / results.get("transceivers", 1)
+
+
 def ratio(value: float | None, floor: float | None) -> str:
     if value is None or floor is None or floor <= 0:
         return "–"
@@ -174,8 +180,7 @@ def print_summary(results: dict[str, Any]) -> None:
     print("\n  targets")
     dtls = setup.get("chromium", {}).get("dtls", {}).get("p50")
     rtt_p50 = rtt.get("chromium", {}).get("p50")
-    calls = (cap or {}).get("max_calls_ok")
-    calls = None if calls is None else calls / procs  # per transceiver core
+    calls = calls_per_core(results)
     for name, value, ok in (
         (f"DTLS done ≤ {TARGET_DTLS_MS:.0f} ms p50 (Chromium)", fmt(dtls),
          dtls is not None and dtls <= TARGET_DTLS_MS),
@@ -198,9 +203,7 @@ def print_design_table(results: dict[str, Any]) -> None:
     )
     print(f"  |{'-' * 42}|--------|-----------|--------------------|{'-' * 18}|{'-' * 24}|")
     by_cpu = fmt(cap.get("calls_per_core_by_cpu"), 0)
-    max_ok = cap.get("max_calls_ok")
-    per_core = None if max_ok is None else max_ok / results.get("transceivers", 1)
-    calls = f"{fmt(per_core, 0)} (≈{by_cpu} by CPU)"
+    calls = f"{fmt(calls_per_core(results), 0)} (≈{by_cpu} by CPU)"
     cpu = fmt(cap.get("marginal_cpu_ms_per_call_second"))
     rows = [
         ("two peer connections in one page (floor)", "floor", "–", "–"),

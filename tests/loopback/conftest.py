@@ -248,3 +248,25 @@ def relay_stun() -> Callable[..., bytes]:
 def relay_silence() -> Callable[..., None]:
     """Asserts that no datagram reaches the given sockets within a short wait."""
     return _silence
+
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+BENCH_TIMEOUT = 240.0
+
+
+def _run_bench(script: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, str(BENCH_DIR / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture
+def bench_run() -> Callable[[str, list[str]], subprocess.CompletedProcess[str]]:
+    """Runs ``bench/<script>`` with ``args`` to the end; fails with its stderr if it fails."""
+    return _run_bench

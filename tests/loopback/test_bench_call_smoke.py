@@ -9,23 +9,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "call.py"
 
-
-def test_the_quick_call_bench_measures_every_section(tmp_path: Path) -> None:
+def test_the_quick_call_bench_measures_every_section(
+    tmp_path: Path, bench_run: Callable[[str, list[str]], subprocess.CompletedProcess[str]]
+) -> None:
     out = tmp_path / "call.json"
     args = ["--quick", "--calls", "2", "--bursts", "4", "--steps", "2", "--window", "1"]
-    done = subprocess.run(
-        [sys.executable, str(BENCH), *args, "--transceivers", "2", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = bench_run("call.py", [*args, "--transceivers", "2", "--out", str(out)])
     result = json.loads(out.read_text())
     for client in ("floor", "chromium", "aiortc"):
         assert result["setup"][client]["dtls"]["n"] == 2

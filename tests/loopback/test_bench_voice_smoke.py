@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "voice.py"
 
-
-def test_the_quick_voice_bench_measures_every_section(tmp_path: Path) -> None:
+def test_the_quick_voice_bench_measures_every_section(
+    tmp_path: Path, bench_run: Callable[[str, list[str]], subprocess.CompletedProcess[str]]
+) -> None:
     out = tmp_path / "voice.json"
     args = ["--quick", "--turns", "2", "--barges", "1", "--steps", "1", "--out", str(out)]
-    done = subprocess.run(
-        [sys.executable, str(BENCH), *args],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = bench_run("voice.py", args)
     result = json.loads(out.read_text())
     assert result["reply_ms"]["n"] + sum(result["reply_failures"].values()) == 2
     assert result["reply_ms"]["n"] >= 1

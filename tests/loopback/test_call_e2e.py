@@ -128,10 +128,10 @@ def heard_hz(back: np.ndarray) -> float:
     return dominant_hz(back[end - CLIENT_RATE // 5 : end])
 
 
-async def transceiver_health(stack: Stack) -> dict[str, Any]:
+async def transceiver_health(stack: Stack, url: str | None = None) -> dict[str, Any]:
     async with (
         aiohttp.ClientSession() as http,
-        http.get(stack.transceiver_url + "/health") as response,
+        http.get((url or stack.transceiver_url) + "/health") as response,
     ):
         health: dict[str, Any] = await response.json()
         return health
@@ -367,11 +367,9 @@ async def test_two_transceivers_share_calls_and_each_call_hears_its_own_tone() -
         assert len(stack.transceiver_urls) == 2
         for call in calls:  # one at a time, so each placement sees the last one's count
             await call.connect()
-        actives = []
-        async with aiohttp.ClientSession() as http:
-            for url in stack.transceiver_urls:
-                async with http.get(url + "/health") as response:
-                    actives.append((await response.json())["active"])
+        actives = [
+            (await transceiver_health(stack, url))["active"] for url in stack.transceiver_urls
+        ]
         assert sorted(actives) == [2, 3]
         results = await asyncio.gather(
             *(echo_check(c, hz) for c, hz in zip(calls, tones, strict=True))
