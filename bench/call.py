@@ -65,6 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--transceivers", type=int, default=1,
         help="transceiver processes, pinned one per core from core 0 (default 1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--capacity", type=int,
+        help="calls each transceiver admits (default: the largest step plus 20, so only"
+        " measured load refuses calls)",
+    )  # fmt: skip
     parser.add_argument("--skip", default="", help="comma list of: setup,rtt,ramp")
     parser.add_argument(
         "--profile", action="store_true",
@@ -89,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--calls, --bursts and --steps must be positive")
     if args.transceivers < 1:
         parser.error("--transceivers must be positive")
+    if args.capacity is not None and args.capacity < 1:
+        parser.error("--capacity must be positive")
     return args
 
 
@@ -130,7 +137,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         StackConfig(
             http_port=0,
             relay_port=0,
-            transceiver_capacity=max(args.steps) + 20,
+            transceiver_capacity=args.capacity or max(args.steps) + 20,
             transceivers=args.transceivers,
         )
     )

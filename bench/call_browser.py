@@ -267,7 +267,7 @@ async def load_set(page: Page, stack: Stack, total: int, parallel: int = 4) -> d
         await page.wait_for_function("load.pending() === 0", timeout=CONNECT_TIMEOUT_MS)
     status: dict[str, Any] = await page.evaluate(
         "({connected: load.connected, failed: load.failed, errors: load.errors.slice(0, 5),"
-        " calls: load.calls.length})"
+        " calls: load.calls.length, refused: load.calls.filter((e) => e.refused).length})"
     )
     status["closed"] = closed
     return status

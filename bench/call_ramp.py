@@ -34,6 +34,16 @@ TRANSCEIVER_SATURATED = STOP_CPU
 REFINE_MAX = 3  # extra steps bisecting between the last good and the first bad step
 REFINE_RESOLUTION = 2  # calls
 IDLE_WAIT_S = call_browser.IDLE_POLL_S * call_browser.IDLE_POLL_MAX
+REFUSED_STATUS = 503  # admission: signaling found no transceiver with room
+
+
+class AdmissionRefused(Exception):
+    """Signaling refused calls of a step because every transceiver declared itself
+    full: capacity is reached below this step, which is a finding, not a failure."""
+
+    def __init__(self, calls: int, refused: int, detail: str) -> None:
+        super().__init__(f"{refused} of {calls} calls refused: {detail}")
+        self.record = {"calls": calls, "refused": refused, "detail": detail}
 
 
 async def measure_step(
@@ -159,6 +169,7 @@ class Ramp:
         self.profile = profile
         self.baseline: dict[str, Any] = {}
         self.steps: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []
 
     async def measure_baseline(self) -> None:
         """The probes alone, twice with fresh calls; the lower aiortc p95 counts. A call
@@ -187,7 +198,15 @@ class Ramp:
             await call_browser.load_set(self.load, self.stack, 0)
             await call_browser.wait_active(self.http, self.stack, 0)
         status = await call_browser.load_set(self.load, self.stack, n)
-        await self.probes.start()
+        if status.get("refused"):
+            said = [e for e in status["errors"] if f" {REFUSED_STATUS} " in e]
+            raise AdmissionRefused(n + PROBE_CALLS, status["refused"], (said or ["503"])[0])
+        try:
+            await self.probes.start()
+        except (CallFailed, BenchError) as exc:
+            if f" {REFUSED_STATUS}:" not in str(exc):
+                raise
+            raise AdmissionRefused(n + PROBE_CALLS, 1, str(exc)) from exc
         active = await call_browser.wait_active(self.http, self.stack, n + PROBE_CALLS)
         spread = await call_browser.active_by_transceiver(self.http, self.stack)
         # Handshakes and agent connects of the newest calls finish before the window.
@@ -220,10 +239,22 @@ class Ramp:
         print_step(step)
         return step
 
+    async def admitted_step(self, n: int, refine: bool = False) -> dict[str, Any] | None:
+        """The step, or None (recorded) when admission refused some of its calls."""
+        try:
+            return await self.step(n, refine)
+        except AdmissionRefused as refusal:
+            self.refused.append(refusal.record)
+            print(f"  {n:5d}  admission refused: {refusal}", flush=True)
+            return None
+
     async def run(self) -> None:
         good, bad = 0, None
         for n in self.args.steps:
-            step = await self.step(n)
+            step = await self.admitted_step(n)
+            if step is None:
+                bad = n if bad is None else bad
+                break
             if step["ok"] and bad is None:
                 good = n
             elif not step["ok"] and bad is None:
@@ -242,7 +273,10 @@ class Ramp:
             if bad is None or bad - good <= max(REFINE_RESOLUTION, bad // 10):
                 break
             mid = (good + bad) // 2
-            step = await self.step(mid, refine=True)
+            step = await self.admitted_step(mid, refine=True)
+            if step is None:
+                bad = mid
+                continue
             if self.leaked(step):
                 break
             if step["ok"]:
@@ -290,6 +324,7 @@ async def ramp(
     return {
         "baseline": runner.baseline,
         "steps": runner.steps,
+        "refused": runner.refused,
         "closed": closed["closed"],
         "left_active": left,
         "error": error,

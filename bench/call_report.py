@@ -155,6 +155,11 @@ def print_summary(results: dict[str, Any]) -> None:
             f" (≈ {fmt(cap['calls_per_core_by_cpu'], 0)} calls per core by CPU alone)"
         )
     ramp = results.get("ramp") or {}
+    for refusal in ramp.get("refused", []):
+        print(
+            f"\n  admission refused {refusal['refused']} of {refusal['calls']} calls"
+            f" (capacity reached): {refusal['detail']}"
+        )
     if ramp.get("error"):
         print(f"\n  the ramp stopped early: {ramp['error']}")
     if ramp.get("left_active"):

@@ -35,7 +35,7 @@
   async function openOne() {
     const stream = await microphone();
     const pc = new RTCPeerConnection({ iceServers: [] });
-    const entry = { pc, dc: null, url: null, state: "connecting", counted: false };
+    const entry = { pc, dc: null, url: null, state: "connecting", counted: false, refused: false };
     load.calls.push(entry);
     pc.onconnectionstatechange = () => {
       const s = pc.connectionState;
@@ -66,6 +66,7 @@
       load.failed += 1;
       error(`POST /v1/realtime/calls: ${response.status} ${answer.slice(0, 200)}`);
       entry.state = "rejected";
+      entry.refused = response.status === 503; // admission: no transceiver has room
       pc.close();
       return;
     }

@@ -78,7 +78,7 @@ class Clock:
 class FakeTransceiver:
     """The transceiver's internal HTTP API, faked: records every request and
     answers a canned SDP. ``mode`` selects a failure: ``"500"`` (server error),
-    ``"400"`` (rejects the offer with its own error); ``healthy`` toggles
+    ``"full"`` (503: no room), ``"400"`` (rejects the offer with its own error); ``healthy`` toggles
     ``/health``."""
 
     def __init__(self, id: str, region: str = "local", capacity: int = 10) -> None:
@@ -125,6 +125,11 @@ class FakeTransceiver:
         if self.mode == "500":
             return web.json_response(
                 {"error": {"message": "boom", "type": "server_error", "code": None}}, status=500
+            )
+        if self.mode == "full":
+            return web.json_response(
+                {"error": {"message": "transceiver is at capacity", "code": "unavailable"}},
+                status=503,
             )
         if self.mode == "400":
             return web.json_response(
@@ -729,6 +734,31 @@ async def test_hangup_of_call_the_transceiver_already_ended(
     assert await registry.get_call(call_id) is None
 
 
+async def test_a_hangup_frees_its_place_before_the_next_health_report(
+    start: Start,
+    fakes: Callable[..., Awaitable[FakeTransceiver]],
+    http: aiohttp.ClientSession,
+    registry: MemoryRegistry,
+    clock: Clock,
+) -> None:
+    full = await fakes("t1", capacity=1)
+    await registry.publish(full.info(clock()))
+    server = await start()
+    url = f"{server.url}/v1/realtime/calls"
+    async with http.post(url, data=OFFER, headers=SDP_HEADERS) as resp:
+        assert resp.status == 201
+        location = resp.headers["Location"]
+    async with http.post(url, data=OFFER, headers=SDP_HEADERS) as resp:
+        assert resp.status == 503
+        assert (await error_of(resp))["code"] == "no_transceiver_available"
+    async with http.post(f"{server.url}{location}/hangup", headers=AUTH) as resp:
+        assert resp.status == 200
+    async with http.post(url, data=OFFER, headers=SDP_HEADERS) as resp:
+        assert resp.status == 201
+    assert full.health_checks == 0  # the place came from the hangup, not a report
+    assert len(full.received) == 2
+
+
 # --- placement and failover --------------------------------------------------
 
 
@@ -873,9 +903,22 @@ async def test_503_when_all_fail_or_none(
         f"{server.url}/v1/realtime/calls", data=OFFER, headers=SDP_HEADERS
     ) as resp:
         assert resp.status == 503
-        assert (await error_of(resp))["code"] == "no_transceiver_available"
+        error = await error_of(resp)
+        assert error["code"] == "no_transceiver_available"
+        assert "did not answer" in error["message"]
     # Tried the best candidate and one more, not every transceiver.
     assert [len(f.received) for f in failing] == [1, 1, 0]
+    # Up but full (their last reports were older than the calls that filled them).
+    for fake in failing:
+        fake.mode = "full"
+    async with http.post(
+        f"{server.url}/v1/realtime/calls", data=OFFER, headers=SDP_HEADERS
+    ) as resp:
+        assert resp.status == 503
+        assert "No transceiver has capacity" in (await error_of(resp))["message"]
+    async with http.get(f"{server.url}/metrics") as resp:
+        text = await resp.text()
+    assert 'talkwire_signaling_placement_failures_total{reason="transceiver_full"} 2.0' in text
     assert registry.sizes()[1] == 0
     # Stale, draining and full ones are not candidates at all.
     ok = await fakes("ok")

@@ -105,12 +105,17 @@ async def test_a_hundred_calls_leave_no_task_thread_or_table_entry_behind(
     assert sum(s.value for s in ended if s.name.endswith("_total")) == 101
 
 
-async def _wait_idle(transceiver: Transceiver) -> None:
+async def _wait_gone(transceiver: Transceiver, *call_ids: str) -> None:
+    """Until the calls (all, if none is named) have ended and been released."""
     for _ in range(600):  # 30 s: a bound for a loaded CI host, not an expectation
-        if not transceiver.calls:
+        if not (set(call_ids or transceiver.calls) & set(transceiver.calls)):
             return
         await asyncio.sleep(0.05)  # calls end on their supervisors' schedule
     raise AssertionError(f"calls still live: {list(transceiver.calls)}")
+
+
+async def _wait_idle(transceiver: Transceiver) -> None:
+    await _wait_gone(transceiver)
 
 
 async def test_capacity_and_drain_refuse_new_calls_but_keep_live_ones(
@@ -123,6 +128,16 @@ async def test_capacity_and_drain_refuse_new_calls_but_keep_live_ones(
         with pytest.raises(Unavailable, match="capacity"):
             await transceiver.create_call("rtc_cap_extra", offer, {}, stack.agent_url)
         await extra.close()
+        # A hung-up call frees its place at once, though it is still closing.
+        again = RealtimeCall("http://unused", "unused")
+        offer = await again.offer()
+        await transceiver.hangup("rtc_cap_4")
+        call = await transceiver.create_call("rtc_cap_4b", offer, {}, stack.agent_url)
+        await clients[4].close()
+        clients[4] = again
+        assert call.answer_sdp is not None
+        await again.accept(call.answer_sdp)
+        await _wait_gone(transceiver, "rtc_cap_4")
         assert transceiver.health()["active"] == 5
         drain = asyncio.create_task(transceiver.drain())
         await asyncio.sleep(0)
@@ -131,7 +146,7 @@ async def test_capacity_and_drain_refuse_new_calls_but_keep_live_ones(
             await transceiver.create_call("rtc_cap_late", offer, {}, stack.agent_url)
         assert not drain.done()  # live calls keep it open
         for i, client in enumerate(clients):
-            await transceiver.hangup(f"rtc_cap_{i}")
+            await transceiver.hangup(f"rtc_cap_{i}" if i < 4 else "rtc_cap_4b")
             await client.close()
         await asyncio.wait_for(drain, 10)
     finally:

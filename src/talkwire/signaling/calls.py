@@ -103,19 +103,23 @@ async def _place_and_forward(
         max_age_s=config.health_max_age_s,
         rng=st.rng,
     )
+    no_room = "No transceiver has capacity for a new call right now; try again shortly."
     if not candidates:
         st.metrics.placement_failures.labels("no_candidate").inc()
-        raise unavailable(
-            "no_transceiver_available",
-            "No transceiver has capacity for a new call right now; try again shortly.",
-        )
+        raise unavailable("no_transceiver_available", no_room)
+    all_full = True
     for info in candidates[:MAX_ATTEMPTS]:
         try:
             answer = await create_call(st.client(), info, payload, config.transceiver_timeout_s)
         except TransceiverUnavailable as exc:
-            st.metrics.placement_failures.labels("transceiver_failed").inc()
+            # Full: its last report was older than the calls that filled it.
+            st.metrics.placement_failures.labels(
+                "transceiver_full" if exc.full else "transceiver_failed"
+            ).inc()
+            all_full = all_full and exc.full
             log.warning(
-                "transceiver failed, trying the next: %s",
+                "transceiver %s, trying the next: %s",
+                "full" if exc.full else "failed",
                 exc,
                 extra={"call_id": payload["call_id"], "transceiver": info.id},
             )
@@ -123,17 +127,21 @@ async def _place_and_forward(
         return info, answer
     raise unavailable(
         "no_transceiver_available",
-        "The transceivers chosen for this call did not answer; try again shortly.",
+        no_room
+        if all_full
+        else "The transceivers chosen for this call did not answer; try again shortly.",
     )
 
 
-async def _count_placed(st: SignalingState, transceiver_id: str) -> None:
+async def _count_placed(st: SignalingState, transceiver_id: str, calls: int = 1) -> None:
     # Load is reported about once a second; counting the call now keeps a
     # burst of offers from all landing on the transceiver that looked idlest
-    # at the last report. The next report overwrites this estimate.
+    # at the last report, and a hangup counted now frees its place at once
+    # for the next caller. The next report overwrites this estimate.
     for info in await st.registry.transceivers():
         if info.id == transceiver_id:
-            await st.registry.publish(dataclasses.replace(info, active=info.active + 1))
+            active = max(0, info.active + calls)
+            await st.registry.publish(dataclasses.replace(info, active=active))
             return
 
 
@@ -175,3 +183,4 @@ async def _hangup(st: SignalingState, call_id: str) -> None:
     await st.registry.delete_call(call_id)
     if not ended:
         raise call_not_found(call_id)
+    await _count_placed(st, transceiver_id, -1)

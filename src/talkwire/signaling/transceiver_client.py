@@ -18,7 +18,12 @@ _MAX_ANSWER_BYTES = 256 * 1024
 
 
 class TransceiverUnavailable(TalkwireError):
-    """The transceiver could not take the request (down, 5xx, timeout, junk)."""
+    """The transceiver could not take the request (down, 5xx, timeout, junk).
+    ``full`` when it answered 503: up, but no room (capacity, load, drain)."""
+
+    def __init__(self, message: str, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
 
 
 async def _json(response: aiohttp.ClientResponse) -> Any:
@@ -48,7 +53,9 @@ async def create_call(
             if 400 <= response.status < 500:
                 raise passthrough_error(response.status, body)
             if response.status != 201:
-                raise TransceiverUnavailable(f"{info.id}: HTTP {response.status}")
+                raise TransceiverUnavailable(
+                    f"{info.id}: HTTP {response.status}", full=response.status == 503
+                )
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise TransceiverUnavailable(f"{info.id}: {type(exc).__name__}") from exc
     answer = body.get("sdp") if isinstance(body, dict) else None

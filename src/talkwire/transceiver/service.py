@@ -193,7 +193,10 @@ class Transceiver:
     def _admit(self, call_id: str) -> None:
         if self.draining:
             raise Unavailable("draining", "transceiver is draining")
-        if len(self.calls) >= self.config.capacity:
+        # A hung-up call still closing (ms) does not hold its place: the caller
+        # who hung up may call again at once, and signaling counted it as free.
+        live = sum(1 for call in self.calls.values() if call.end_reason is None)
+        if live >= self.config.capacity:
             raise Unavailable("capacity", "transceiver is at capacity")
         overload = self.load.overload
         if overload is not None:
