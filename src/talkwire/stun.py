@@ -39,6 +39,7 @@ _ATTR = struct.Struct("!HH")
 _LENGTH = struct.Struct("!H")
 _FINGERPRINT = struct.Struct("!I")
 _TYPE_CLASS_BITS = 0xC000  # must be 00 in every STUN message (RFC 8489 §5)
+_CLASS_HIGH, _CLASS_LOW = 0x01, 0x10  # C1 in the type's first byte, C0 in its second
 _ABSENT = -1
 # RFC 8839 ice-char ufrags of 4..256 chars; fullmatch, unlike `$`, refuses a trailing newline.
 _USERNAME = re.compile(rb"([A-Za-z0-9+/]{4,256}):([A-Za-z0-9+/]{4,256})")
@@ -149,6 +150,14 @@ def binding_request_username(data: bytes | bytearray | memoryview) -> bytes | No
     if not 0 < length <= MAX_USERNAME:
         raise StunError(f"STUN: USERNAME of {length} bytes")
     return bytes(data[pos + 4 : pos + 4 + length])
+
+
+def is_request(data: bytes | bytearray | memoryview) -> bool:
+    """A STUN request of any method: the class that makes an ICE agent answer
+    (with an error, if nothing else). StunError when it is STUN but malformed."""
+    if len(data) < HEADER_SIZE or data[0] & _CLASS_HIGH or data[1] & _CLASS_LOW:
+        return False
+    return _stun_length(data) is not None
 
 
 def split_username(username: bytes) -> tuple[bytes, bytes]:

@@ -17,11 +17,13 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import aiohttp
+import aioice.stun
 import numpy as np
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from talkwire import route_token
 from talkwire.client import CLIENT_RATE, RealtimeCall, tone
 from talkwire.route_token import Keyring
 from talkwire.stack import Stack, StackConfig
@@ -392,3 +394,55 @@ async def test_a_stalled_agent_ends_only_its_own_call_and_is_counted(
         await probe.close()
         await stalled.close()
         await _wait_idle(transceiver)
+
+
+def _stun(
+    username: str, password: str | None, method: aioice.stun.Method = aioice.stun.Method.BINDING
+) -> aioice.stun.Message:
+    message = aioice.stun.Message(message_method=method, message_class=aioice.stun.Class.REQUEST)
+    message.attributes["USERNAME"] = username
+    if password is not None:
+        message.add_message_integrity(password.encode())
+    message.add_fingerprint()
+    return message
+
+
+async def test_forged_stun_for_a_live_call_gets_no_answer_and_is_counted(
+    stack: Stack, transceiver: Transceiver
+) -> None:
+    """Through the real relay (which checks only the token) to the transceiver:
+    aioice would answer each forgery with an error sent to the claimed source."""
+    client = await place_call(transceiver, stack.agent_url, "rtc_forged")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        binding = transceiver.calls["rtc_forged"].binding
+        ufrag, password = binding.ufrag, binding.password
+        counters = transceiver.shared_socket.counters
+        before = Counter(counters)
+        no_session = route_token.mint(transceiver.config.keyring, 0, transceiver.udp_address)
+        forged = {
+            "bad_integrity": [_stun(f"{ufrag}:evil", "x" * 22), _stun(f"{ufrag}:evil", None)],
+            "not_binding_request": [_stun(f"{ufrag}:evil", password, aioice.stun.Method.ALLOCATE)],
+            "unknown_ufrag": [_stun(f"{no_session}:evil", "x" * 22)],
+        }
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        for messages in forged.values():
+            for message in messages:
+                sock.sendto(bytes(message), stack.relay_address)
+        # Only a password holder is answered (here 401: its client ufrag is wrong). The
+        # path keeps order, so any answer to a forgery would arrive before this one.
+        sentinel = _stun(f"{ufrag}:evil", password)
+        sock.sendto(bytes(sentinel), stack.relay_address)
+        loop = asyncio.get_running_loop()
+        first = aioice.stun.parse_message(await asyncio.wait_for(loop.sock_recv(sock, 2048), 10))
+        assert first.transaction_id == sentinel.transaction_id
+        assert first.message_class == aioice.stun.Class.ERROR
+        for reason, messages in forged.items():
+            assert counters[f"drop_{reason}"] - before[f"drop_{reason}"] == len(messages)
+        assert transceiver.calls["rtc_forged"].end_reason is None  # the real call goes on
+        assert client.pc.connectionState == "connected"
+    finally:
+        sock.close()
+        await transceiver.hangup("rtc_forged")
+        await client.close()

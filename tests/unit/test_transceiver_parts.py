@@ -23,13 +23,26 @@ RELAY = ("127.0.0.1", 3479)
 CLIENT = ("198.51.100.7", 50000)
 
 
-def binding_request(username: str) -> bytes:
-    message = aioice_stun.Message(
-        message_method=aioice_stun.Method.BINDING, message_class=aioice_stun.Class.REQUEST
-    )
-    message.attributes["USERNAME"] = username
+PASSWORD = "p" * 22  # every test session's ICE password
+
+
+def stun_message(
+    username: str | None = "AAAAsession1:cli1",
+    password: str | None = PASSWORD,
+    method: aioice_stun.Method = aioice_stun.Method.BINDING,
+    kind: aioice_stun.Class = aioice_stun.Class.REQUEST,
+) -> bytes:
+    message = aioice_stun.Message(message_method=method, message_class=kind)
+    if username is not None:
+        message.attributes["USERNAME"] = username
+    if password is not None:
+        message.add_message_integrity(password.encode())
     message.add_fingerprint()
     return bytes(message)
+
+
+def binding_request(username: str) -> bytes:
+    return stun_message(username)
 
 
 def from_relay(payload: bytes, client: tuple[str, int] = CLIENT, ingress: int = 0) -> bytes:
@@ -39,7 +52,7 @@ def from_relay(payload: bytes, client: tuple[str, int] = CLIENT, ingress: int = 
 class TestDemux:
     def test_first_check_claims_the_address_and_later_packets_follow_it(self) -> None:
         demux: Demux[str] = Demux()
-        demux.register("AAAAsession1", {0: "session-1"})
+        demux.register("AAAAsession1", PASSWORD, {0: "session-1"})
         routed = demux.route(from_relay(binding_request("AAAAsession1:cli1")), RELAY)
         assert isinstance(routed, Delivery)
         assert (routed.endpoint, routed.client) == ("session-1", CLIENT)
@@ -50,7 +63,7 @@ class TestDemux:
 
     def test_unknown_ufrag_client_ingress_and_bad_header_are_dropped_and_counted(self) -> None:
         demux: Demux[str] = Demux()
-        demux.register("AAAAsession1", {0: "session-1"})
+        demux.register("AAAAsession1", PASSWORD, {0: "session-1"})
         assert (
             demux.route(from_relay(binding_request("BBBBother:cli1")), RELAY) is Drop.UNKNOWN_UFRAG
         )
@@ -61,10 +74,39 @@ class TestDemux:
         assert demux.drops[Drop.BAD_HEADER] == 1
         assert demux.relay_for(CLIENT) is None  # nothing unauthenticated is remembered
 
+    def test_a_forged_or_unauthenticated_request_reaches_no_session(self) -> None:
+        """aioice would answer each with an error, sent to the address it claims."""
+        demux: Demux[str] = Demux()
+        demux.register("AAAAsession1", PASSWORD, {0: "one"})
+        forged = [
+            (stun_message(password="q" * 22), Drop.BAD_INTEGRITY),
+            (stun_message(password=None), Drop.BAD_INTEGRITY),
+            (stun_message(username=None), Drop.MALFORMED_STUN),  # no USERNAME
+        ]
+        for packet, reason in forged:
+            assert demux.route(from_relay(packet), RELAY) is reason
+        assert demux.clients == 0 and demux.relay_for(CLIENT) is None
+        # Once the real client holds the address, a spoofer of it still gets no answer...
+        assert isinstance(demux.route(from_relay(stun_message()), RELAY), Delivery)
+        spoofed = [
+            (stun_message(password="q" * 22), Drop.BAD_INTEGRITY),
+            (stun_message(method=aioice_stun.Method.ALLOCATE), Drop.NOT_BINDING_REQUEST),
+            (stun_message(method=aioice_stun.Method.SEND), Drop.NOT_BINDING_REQUEST),
+            (stun_message()[:-4], Drop.MALFORMED_STUN),  # length no longer matches
+        ]
+        for packet, reason in spoofed:
+            assert demux.route(from_relay(packet), RELAY) is reason
+        assert demux.drops[Drop.BAD_INTEGRITY] == 3
+        # ...while what aioice only matches against its own checks still passes.
+        response = stun_message(kind=aioice_stun.Class.RESPONSE)
+        assert isinstance(demux.route(from_relay(response), RELAY), Delivery)
+        indication = stun_message(kind=aioice_stun.Class.INDICATION)
+        assert isinstance(demux.route(from_relay(indication), RELAY), Delivery)
+
     def test_unregister_forgets_clients_and_a_reused_address_moves_sessions(self) -> None:
         demux: Demux[str] = Demux()
-        demux.register("AAAAsession1", {0: "one"})
-        demux.register("AAAAsession2", {0: "two"})
+        demux.register("AAAAsession1", PASSWORD, {0: "one"})
+        demux.register("AAAAsession2", PASSWORD, {0: "two"})
         demux.route(from_relay(binding_request("AAAAsession1:cli1")), RELAY)
         moved = demux.route(from_relay(binding_request("AAAAsession2:cli1")), RELAY)
         assert isinstance(moved, Delivery) and moved.endpoint == "two"
@@ -78,7 +120,7 @@ class TestDemux:
     @given(st.binary(max_size=200))
     def test_any_datagram_is_delivered_or_dropped_never_raises(self, data: bytes) -> None:
         demux: Demux[str] = Demux()
-        demux.register("AAAAsession1", {0: "one"})
+        demux.register("AAAAsession1", PASSWORD, {0: "one"})
         result = demux.route(data, RELAY)
         assert isinstance(result, Delivery | Drop)
         result = demux.route(from_relay(data), RELAY)
@@ -229,7 +271,7 @@ async def test_the_shared_socket_ignores_datagrams_from_untrusted_sources() -> N
     loopback = await SharedSocket.bind("127.0.0.1", 0)
     try:
         for shared in (relays_only, loopback):
-            shared.demux.register("AAAAsession1", {0: Endpoint()})
+            shared.demux.register("AAAAsession1", PASSWORD, {0: Endpoint()})
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.sendto(from_relay(binding_request("AAAAsession1:cli1")), shared.address)
             for _ in range(100):  # delivery is asynchronous: wait for the count to move

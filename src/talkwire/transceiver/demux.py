@@ -5,6 +5,14 @@ binding request is routed by the server ufrag in its USERNAME (which is how a
 session claims a client address); everything else by the client address the
 header names. This is pion's UDPMux idea with the relay's header supplying
 the real client address.
+
+It also keeps the transceiver from answering strangers. aioice answers every
+STUN request it is handed, with an error if need be (400 for another method,
+401 for a wrong MESSAGE-INTEGRITY): each answer would leave through the relay
+to whatever source address the request claimed. So a binding request reaches
+aioice only once its MESSAGE-INTEGRITY verifies with the session's password,
+and other requests never do; only the real client, who holds the password from
+the answer SDP, gets a reply.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ class Drop(enum.Enum):
     UNKNOWN_CLIENT = "unknown_client"
     MALFORMED_STUN = "malformed_stun"
     UNKNOWN_INGRESS = "unknown_ingress"
+    BAD_INTEGRITY = "bad_integrity"
+    NOT_BINDING_REQUEST = "not_binding_request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +57,7 @@ class Demux(Generic[Endpoint]):
 
     def __init__(self) -> None:
         self._by_ufrag: dict[bytes, dict[int, Endpoint]] = {}
+        self._password_of: dict[bytes, str] = {}
         self._by_client: dict[Address, tuple[bytes, Endpoint]] = {}
         self._clients_of: dict[bytes, set[Address]] = {}
         # Where a client's packets last came from: replies go back the same way,
@@ -54,14 +65,17 @@ class Demux(Generic[Endpoint]):
         self._relay_of: dict[Address, Address] = {}
         self.drops: Counter[Drop] = Counter()
 
-    def register(self, ufrag: str, endpoints: dict[int, Endpoint]) -> None:
+    def register(self, ufrag: str, password: str, endpoints: dict[int, Endpoint]) -> None:
+        """A session's server ufrag, its ICE password, and its endpoint per ingress."""
         key = ufrag.encode("ascii")
         self._by_ufrag[key] = endpoints
+        self._password_of[key] = password
         self._clients_of.setdefault(key, set())
 
     def unregister(self, ufrag: str) -> None:
         key = ufrag.encode("ascii")
         self._by_ufrag.pop(key, None)
+        self._password_of.pop(key, None)
         for client in self._clients_of.pop(key, set()):
             self._by_client.pop(client, None)
             self._relay_of.pop(client, None)
@@ -90,13 +104,16 @@ class Demux(Generic[Endpoint]):
                 username = stun.binding_request_username(payload)
                 if username is not None:
                     server_ufrag, _ = stun.split_username(username)
+                    password = self._password_of.get(server_ufrag)
+                    if password is None:
+                        return self._drop(Drop.UNKNOWN_UFRAG)
+                    if not stun.verify_message_integrity(payload, password):
+                        return self._drop(Drop.BAD_INTEGRITY)
                     endpoint = self._claim(server_ufrag, header.ingress, client)
                     if endpoint is None:
-                        return self._drop(
-                            Drop.UNKNOWN_INGRESS
-                            if server_ufrag in self._by_ufrag
-                            else Drop.UNKNOWN_UFRAG
-                        )
+                        return self._drop(Drop.UNKNOWN_INGRESS)
+                elif stun.is_request(payload):
+                    return self._drop(Drop.NOT_BINDING_REQUEST)
             except StunError:
                 return self._drop(Drop.MALFORMED_STUN)
         if endpoint is None:

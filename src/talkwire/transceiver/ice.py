@@ -80,7 +80,7 @@ def _relay_candidates(
             self._protocols.append(protocol)
             candidates.append(protocol.local_candidate)
             endpoints[ingress] = protocol
-        binding.shared.demux.register(binding.ufrag, endpoints)
+        binding.shared.demux.register(binding.ufrag, binding.password, endpoints)
         return candidates
 
     return get_component_candidates
