@@ -44,6 +44,10 @@ class StackConfig:
     transceivers: int = 1
     connect_timeout: float = 10.0
     log_level: str = "WARNING"
+    # Signaling's request limits (PER_S/BURST or "off"). Off here: every client of
+    # a one-machine stack shares one address, and the bench opens a hundred calls.
+    rate_per_ip: str = "off"
+    rate_per_key: str = "off"
     extra_models: dict[str, str] = field(default_factory=dict)  # model -> agent ws URL
     voice: bool = False  # also run the voice agent (needs talkwire[voice]); then the default
     llm_url: str | None = None  # the voice agent answers through this chat-completions API
@@ -110,6 +114,10 @@ class Stack:
                 f"{c.host}:{c.http_port}",
                 "--model",
                 f"echo={self.agent_url}",
+                "--rate-per-ip",
+                c.rate_per_ip,
+                "--rate-per-key",
+                c.rate_per_key,
             ]
             for url in self.transceiver_urls:
                 signaling_args += ["--transceiver", url]

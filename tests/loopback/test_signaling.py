@@ -27,6 +27,7 @@ from talkwire.registry.base import TransceiverInfo
 from talkwire.registry.memory import MemoryRegistry
 from talkwire.signaling.config import SignalingConfig
 from talkwire.signaling.demo import is_loopback, resolve_static
+from talkwire.signaling.rate_limit import Rate
 from talkwire.signaling.server import RunningSignaling, start_signaling
 
 API_KEY = "sk-test-signaling"
@@ -759,6 +760,45 @@ async def test_a_hangup_frees_its_place_before_the_next_health_report(
     assert len(full.received) == 2
 
 
+async def test_rate_limits_answer_429_with_retry_after_per_ip_and_per_key(
+    start: Start, one: FakeTransceiver, http: aiohttp.ClientSession, clock: Clock
+) -> None:
+    other_key = "sk-other-" + "y" * 24
+    server = await start(
+        api_keys=(API_KEY, other_key),
+        rate_per_ip=Rate(per_s=0.5, burst=4),
+        rate_per_key=Rate(per_s=0.5, burst=2),
+    )
+    url = f"{server.url}/v1/realtime/calls"
+    for _ in range(2):
+        async with http.post(url, data=OFFER, headers=SDP_HEADERS) as resp:
+            assert resp.status == 201
+    page = {**SDP_HEADERS, "Origin": "https://app.example"}
+    async with http.post(url, data=OFFER, headers=page) as resp:
+        assert resp.status == 429
+        assert resp.headers["Retry-After"] == "2"  # one token at 0.5 per second
+        error = await error_of(resp)
+        assert (error["code"], error["type"]) == ("rate_limit_exceeded", "requests")
+        assert "API key" in error["message"]
+        assert resp.headers["Access-Control-Allow-Origin"] == "*"  # a page can read it
+    assert len(one.received) == 2  # the refused offer reached no transceiver
+    other = {**SDP_HEADERS, "Authorization": f"Bearer {other_key}"}
+    async with http.post(url, data=OFFER, headers=other) as resp:
+        assert resp.status == 201  # another key has its own bucket...
+    async with http.post(url, data=OFFER, headers=other) as resp:
+        assert resp.status == 429  # ...but the address has spent its four
+        assert "this address" in (await error_of(resp))["message"]
+    async with http.get(f"{server.url}/healthz") as resp:
+        assert resp.status == 200  # reads are not limited
+    clock.advance(2.0)  # one token back for the address and for each key
+    async with http.post(url, data=OFFER, headers=SDP_HEADERS) as resp:
+        assert resp.status == 201
+    async with http.get(f"{server.url}/metrics") as resp:
+        text = await resp.text()
+    assert 'talkwire_signaling_rate_limited_total{limit="key"} 1.0' in text
+    assert 'talkwire_signaling_rate_limited_total{limit="ip"} 1.0' in text
+
+
 # --- placement and failover --------------------------------------------------
 
 
@@ -1142,6 +1182,7 @@ async def test_cli_serves_until_sigint(
         (["--api-key", "k", "--model", "echo=ws://x", "--listen", "nowhere"], "HOST:PORT"),
         (["--api-key", "k", "--model", "echo=ws://x", "--transceiver", "ftp://x"], "http"),
         (["--api-key", "k", "--region-table", "/nonexistent.json"], "region-table"),
+        (["--api-key", "k", "--model", "echo=ws://x", "--rate-per-ip", "fast"], "PER_SECOND"),
     ],
 )
 async def test_cli_config_errors(args: list[str], message: str) -> None:

@@ -3,8 +3,10 @@ the lifetime of its HTTP client and health poller."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +25,7 @@ from talkwire.signaling.errors import SERVER_ERROR, ApiError, bad_request, error
 from talkwire.signaling.health import HealthPoller
 from talkwire.signaling.offer import too_large
 from talkwire.signaling.placement import accepts_calls, is_healthy
+from talkwire.signaling.rate_limit import RateLimiter
 from talkwire.signaling.state import STATE, SignalingState, state
 
 log = logging.getLogger("talkwire.signaling")
@@ -69,6 +72,41 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response = await handler(request)
     response.headers.update(extra)
     return response
+
+
+def _limit_keys(request: web.Request) -> dict[str, str]:
+    """What each limit counts a request against. The API key is hashed: the
+    table outlives requests, and a key is a secret."""
+    keys = {"ip": request.remote or "unknown"}
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        keys["key"] = hashlib.sha256(token.encode()).hexdigest()[:32]
+    return keys
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every POST (calls, hangups, client secrets) spends from its client IP's
+    and its API key's buckets; reads (health, metrics, the page) are free."""
+    st = state(request)
+    if request.method == "POST" and st.limits:
+        now = st.clock()
+        for limit, key in _limit_keys(request).items():
+            limiter = st.limits.get(limit)
+            wait = limiter.take(key, now) if limiter is not None else 0.0
+            if wait > 0:
+                st.metrics.rate_limited.labels(limit).inc()
+                retry_after = max(1, math.ceil(wait))
+                who = "this address" if limit == "ip" else "this API key"
+                response = ApiError(
+                    429,
+                    "rate_limit_exceeded",
+                    f"Too many requests from {who}; retry after {retry_after} s.",
+                    type="requests",
+                ).response()
+                response.headers["Retry-After"] = str(retry_after)
+                return response
+    return await handler(request)
 
 
 @web.middleware
@@ -174,12 +212,18 @@ def make_signaling_app(
     """The signaling app. ``clock`` (unix seconds) must be the registry's
     clock too; tests pass one they control to expire keys without waiting."""
     app = web.Application(
-        middlewares=[cors_middleware, error_middleware],
+        # CORS outermost, so a browser can read a 429 too.
+        middlewares=[cors_middleware, rate_limit_middleware, error_middleware],
         # aiohttp's own cap; offer.read_offer also checks Content-Length first.
         client_max_size=config.max_body_bytes,
     )
+    rates = {"ip": config.rate_per_ip, "key": config.rate_per_key}
     app[STATE] = SignalingState(
-        config=config, registry=registry, clock=clock, rng=rng or random.Random()
+        config=config,
+        registry=registry,
+        clock=clock,
+        rng=rng or random.Random(),
+        limits={name: RateLimiter(rate) for name, rate in rates.items() if rate is not None},
     )
     app.cleanup_ctx.append(_lifetime)
     app.router.add_post("/v1/realtime/calls", handle_create)

@@ -16,10 +16,15 @@ import uvloop
 from talkwire.errors import ConfigError
 from talkwire.registry.memory import MemoryRegistry
 from talkwire.signaling.config import SignalingConfig
+from talkwire.signaling.rate_limit import Rate
 from talkwire.signaling.regions import RegionTable, parse_region_table
 from talkwire.signaling.server import parse_listen, start_signaling
 
 API_KEY_ENV = "TALKWIRE_API_KEY"
+# A user opens a call, perhaps mints a key first, and hangs up: a few requests
+# a minute. A whole app behind one key or one NAT needs far more.
+DEFAULT_RATE_PER_IP = "10/50"
+DEFAULT_RATE_PER_KEY = "100/500"
 LOG_ENV = "TALKWIRE_LOG"
 
 
@@ -59,6 +64,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-body-bytes", type=int, default=64 * 1024, help="largest accepted request body"
     )
     parser.add_argument("--demo-dir", type=Path, help="serve the demo page from DIR")
+    parser.add_argument(
+        "--rate-per-ip", default=DEFAULT_RATE_PER_IP, metavar="PER_S[/BURST]",
+        help="POST requests per second (and burst) per client IP, or 'off'"
+        f" (default {DEFAULT_RATE_PER_IP})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rate-per-key", default=DEFAULT_RATE_PER_KEY, metavar="PER_S[/BURST]",
+        help="POST requests per second (and burst) per API key, or 'off'"
+        f" (default {DEFAULT_RATE_PER_KEY})",
+    )  # fmt: skip
 
 
 def _models(specs: list[str]) -> dict[str, str]:
@@ -102,6 +117,8 @@ def config_from_args(args: argparse.Namespace) -> SignalingConfig:
         cors_origins=tuple(args.cors_origin) or ("*",),
         max_body_bytes=args.max_body_bytes,
         demo_dir=args.demo_dir,
+        rate_per_ip=Rate.parse(args.rate_per_ip),
+        rate_per_key=Rate.parse(args.rate_per_key),
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from talkwire.errors import ConfigError
+from talkwire.signaling.rate_limit import Rate
 from talkwire.signaling.regions import RegionTable
 
 MIN_CLIENT_SECRET_TTL_S = 10
@@ -36,6 +37,9 @@ class SignalingConfig:
     health_max_age_s: float = 3.0
     health_failures: int = 2
     demo_dir: Path | None = None
+    # API requests (POST /v1/...) per client IP and per API key; None: unlimited.
+    rate_per_ip: Rate | None = None
+    rate_per_key: Rate | None = None
 
     def __post_init__(self) -> None:
         if not self.api_keys:

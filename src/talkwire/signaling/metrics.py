@@ -36,6 +36,12 @@ class SignalingMetrics:
             "Ephemeral keys minted",
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "talkwire_signaling_rate_limited",
+            "API requests refused with 429, by the limit they exceeded",
+            ["limit"],
+            registry=self.registry,
+        )
         self.hangups = Counter(
             "talkwire_signaling_hangups",
             "Hangup requests by HTTP status returned",

@@ -12,6 +12,7 @@ from aiohttp import web
 from talkwire.registry.base import Registry
 from talkwire.signaling.config import SignalingConfig
 from talkwire.signaling.metrics import SignalingMetrics
+from talkwire.signaling.rate_limit import RateLimiter
 
 
 @dataclass
@@ -21,6 +22,7 @@ class SignalingState:
     clock: Callable[[], float]
     rng: random.Random
     metrics: SignalingMetrics = field(default_factory=SignalingMetrics)
+    limits: dict[str, RateLimiter] = field(default_factory=dict)  # "ip", "key"
     # Created on startup (needs the running loop), closed on cleanup.
     http: aiohttp.ClientSession | None = None
 
