@@ -48,6 +48,7 @@ class StackConfig:
     # a one-machine stack shares one address, and the bench opens a hundred calls.
     rate_per_ip: str = "off"
     rate_per_key: str = "off"
+    new_flows_per_prefix: str = "off"  # the relay's, for the same reason (all in 127.0.0)
     extra_models: dict[str, str] = field(default_factory=dict)  # model -> agent ws URL
     voice: bool = False  # also run the voice agent (needs talkwire[voice]); then the default
     llm_url: str | None = None  # the voice agent answers through this chat-completions API
@@ -180,6 +181,8 @@ class Stack:
                 str(c.relay_workers),
                 "--trust",
                 "127.0.0.0/8",
+                "--new-flows-per-prefix",
+                c.new_flows_per_prefix,
             ],
         )
         # The relay's ready line is JSON naming its bound public addresses (port 0 -> real port).

@@ -204,6 +204,41 @@ def test_full_table_refuses_third_client_keeps_first_two(
     assert relay.metric("talkwire_relay_flows") == 2
 
 
+def test_a_flood_of_valid_first_packets_from_many_addresses_evicts_no_live_flow(
+    relay_start: Start,
+    relay_udp: Udp,
+    relay_keyring: KeyringFixture,
+    relay_stun: Callable[..., bytes],
+) -> None:
+    """Each flooder holds a real token (sniffed off the wire), so each request
+    would create a flow; all of 127/8 is loopback, so the addresses are real."""
+    relay = relay_start("--max-flows", "40", "--new-flows-per-prefix", "5/10")
+    transceiver = relay_udp()
+    request = relay_stun(route_token.mint(relay_keyring[0], 0, transceiver.getsockname()))
+    live = relay_udp()
+    live.sendto(request, relay.public[0])
+    assert receive_forwarded(transceiver)[0] == live.getsockname()
+    one_prefix = [relay_udp(f"127.1.0.{i}") for i in range(1, 101)]  # one host's /24
+    many_prefixes = [relay_udp(f"127.2.{i}.1") for i in range(60)]
+    for flooder in one_prefix + many_prefixes:
+        flooder.sendto(request, relay.public[0])
+    full = relay.wait_metric("talkwire_relay_drops_total", lambda v: v > 0, reason="table_full")
+    limited = relay.metric("talkwire_relay_drops_total", reason="rate_limited")
+    # The /24 got its burst of 10 (plus what refilled while the flood went by)...
+    assert 85 <= limited <= 90
+    # ...the other prefixes filled the table, and the rest were refused, not evicting.
+    assert relay.metric("talkwire_relay_flows") == 40
+    assert limited + full == len(one_prefix) + len(many_prefixes) - 39
+    live.sendto(DTLS, relay.public[0])
+    for _ in range(41):  # the 39 admitted flooders' requests are ahead of it
+        client, _, payload, _ = receive_forwarded(transceiver)
+        if client == live.getsockname():
+            assert payload == DTLS
+            break
+    else:
+        raise AssertionError("the live flow's datagram was not forwarded")
+
+
 def test_idle_flow_expires(
     relay_start: Start,
     relay_udp: Udp,

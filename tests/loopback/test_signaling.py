@@ -23,11 +23,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from talkwire.rate_limit import Rate
 from talkwire.registry.base import TransceiverInfo
 from talkwire.registry.memory import MemoryRegistry
 from talkwire.signaling.config import SignalingConfig
 from talkwire.signaling.demo import is_loopback, resolve_static
-from talkwire.signaling.rate_limit import Rate
 from talkwire.signaling.server import RunningSignaling, start_signaling
 
 API_KEY = "sk-test-signaling"

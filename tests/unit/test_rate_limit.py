@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from talkwire.errors import ConfigError
-from talkwire.signaling.rate_limit import Rate, RateLimiter
+from talkwire.rate_limit import Rate, RateLimiter
 
 
 def test_a_burst_passes_then_one_request_per_refill() -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from talkwire import route_token
 from talkwire.encap import HEADER_SIZE, pack_header, unpack_header
+from talkwire.rate_limit import Rate
 from talkwire.relay.flows import (
     Address,
     Flow,
@@ -27,6 +28,7 @@ from talkwire.relay.router import (
     ReturnRoute,
     Router,
     RouterSettings,
+    client_prefix,
     decode_peer_flow,
     encode_peer_flow,
 )
@@ -64,6 +66,7 @@ def make_router(
     families: tuple[int, ...] = (4, 6),
     verify_integrity: bool = False,
     store: _DictStore | None = None,
+    new_flows_per_prefix: Rate | None = None,
 ) -> Router:
     settings = RouterSettings(
         keyring=KEYRING,
@@ -72,6 +75,7 @@ def make_router(
         internal_family=4,
         cluster_ingress={2: CLUSTER_2_INGRESS},
         verify_integrity=verify_integrity,
+        new_flows_per_prefix=new_flows_per_prefix,
     )
     return Router(settings, FlowTable(len(families), capacity=capacity), store)
 
@@ -227,6 +231,31 @@ DROP_CASES = {
 def test_public_drops(packet: bytes, reason: Drop) -> None:
     router = make_router()
     assert_dropped(router, router.from_public(packet, CLIENT, 0, now=0.0), reason)
+
+
+def test_new_flows_per_prefix_are_limited_and_live_flows_keep_going() -> None:
+    router = make_router(new_flows_per_prefix=Rate(per_s=1.0, burst=2))
+    request = binding_request(token())
+    flood = [(f"198.51.100.{i}", 5000) for i in range(1, 6)]
+    decisions = [router.from_public(request, client, 0, 0.0) for client in flood]
+    assert [isinstance(d, Flow) for d in decisions] == [True, True, False, False, False]
+    assert router.drops[Drop.RATE_LIMITED] == 3
+    assert isinstance(router.from_public(request, ("198.51.101.1", 5000), 0, 0.0), Flow)
+    for client in flood[:2]:  # flows made before the limit bit still forward
+        assert isinstance(router.from_public(DTLS, client, 0, 0.0), Flow)
+    # Forgeries from the prefix spend nothing: a second later one real client gets in.
+    forged = binding_request(token()[:-1] + ("A" if token()[-1] != "A" else "B"))
+    assert router.from_public(forged, ("198.51.100.9", 5000), 0, 1.0) is Drop.BAD_MAC
+    assert isinstance(router.from_public(request, ("198.51.100.9", 5000), 0, 1.0), Flow)
+    assert router.from_public(request, ("198.51.100.10", 5000), 0, 1.0) is Drop.RATE_LIMITED
+    assert len(router.table) == 4
+
+
+def test_client_prefix_is_the_slash_24_or_slash_64() -> None:
+    assert client_prefix("198.51.100.7") == client_prefix("198.51.100.250")
+    assert client_prefix("198.51.100.7") != client_prefix("198.51.101.7")
+    assert client_prefix("2001:db8:1:2::1") == client_prefix("2001:db8:1:2:ffff::9")
+    assert client_prefix("2001:db8:1:2::1") != client_prefix("2001:db8:1:3::1")
 
 
 def test_full_table_refuses_the_next_client_only() -> None:

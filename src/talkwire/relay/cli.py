@@ -70,6 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="check the first binding request's MESSAGE-INTEGRITY before creating a flow",
     )
+    add(
+        "--new-flows-per-prefix",
+        default=relay_config.DEFAULT_NEW_FLOWS_PER_PREFIX,
+        metavar="PER_S[/BURST]",
+        help="new flows per second (and burst) per worker from one client /24 or /64, "
+        "or 'off' (default %(default)s)",
+    )
     add("--metrics", metavar="HOST:PORT", help="serve /metrics and /healthz here (default off)")
     add("--ready-file", metavar="PATH", help="write the bound addresses here once ready")
     add(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from talkwire.config import format_address, parse_address
 from talkwire.errors import ConfigError
+from talkwire.rate_limit import Rate
 from talkwire.relay.flows import DEFAULT_CAPACITY, DEFAULT_IDLE_TIMEOUT
 from talkwire.relay.router import LOOPBACK, Network
 from talkwire.route_token import MAX_CLUSTER
@@ -18,6 +19,9 @@ from talkwire.route_token import MAX_CLUSTER
 DEFAULT_LISTEN = "0.0.0.0:3478"
 DEFAULT_INTERNAL = "127.0.0.1:3479"
 _CLUSTER_INGRESS = re.compile(r"(\d+)=(.+)")
+# Per worker and client /24 or /64: a busy office or carrier NAT starts a few
+# calls a second; a spoofing host walking its own prefix is held to this.
+DEFAULT_NEW_FLOWS_PER_PREFIX = "100/500"
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class RelayConfig:
     max_flows: int = DEFAULT_CAPACITY
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     verify_integrity: bool = False
+    new_flows_per_prefix: Rate | None = None  # the command line's default is on
     metrics: tuple[str, int] | None = None
     ready_file: str | None = None
     socket_buffer: int = 0
@@ -130,6 +135,7 @@ def from_args(args: argparse.Namespace) -> RelayConfig:
         max_flows=args.max_flows,
         idle_timeout=args.idle_timeout,
         verify_integrity=args.verify_integrity,
+        new_flows_per_prefix=Rate.parse(args.new_flows_per_prefix),
         metrics=(
             parse_address(args.metrics, "--metrics", allow_port_zero=True) if args.metrics else None
         ),

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 from talkwire import encap, route_token, stun
 from talkwire.errors import EncapError, StunError, StunMissingUsername, TokenError
+from talkwire.rate_limit import Rate, RateLimiter
 from talkwire.relay.flows import (
     Address,
     ClientKey,
@@ -70,6 +71,7 @@ class Drop(enum.IntEnum):
     UNKNOWN_INGRESS = 15
     SEND_FAILED = 16  # counted by the I/O layer: the socket refused the datagram
     INTERNAL_ERROR = 17  # counted by the I/O layer: a bug caught so the worker lives
+    RATE_LIMITED = 18  # a new flow from a network prefix over its rate
 
     @property
     def label(self) -> str:
@@ -121,6 +123,16 @@ class RouterSettings:
     cluster_ingress: Mapping[int, tuple[str, int]] = field(default_factory=dict)
     trusted: Sequence[Network] = LOOPBACK
     verify_integrity: bool = False
+    # New flows from STUN per client prefix (/24, /64); None: unlimited.
+    new_flows_per_prefix: Rate | None = None
+
+
+def client_prefix(ip: str) -> str | bytes:
+    """The network a client is counted in: its /24 (IPv4) or /64 (IPv6), the
+    blocks one customer or one spoofing host usually holds."""
+    if ":" not in ip:
+        return ip.rpartition(".")[0]
+    return ipaddress.IPv6Address(ip).packed[:8]
 
 
 def _family(ip: str) -> int:
@@ -184,6 +196,8 @@ class Router:
             assert hop is not None
             self._hops[cluster] = hop
         self._trust_cache: dict[str, bool] = {}
+        rate = settings.new_flows_per_prefix
+        self._new_flow_limit = RateLimiter(rate) if rate is not None else None
         # Keyed by the 24 header bytes; bounded, so memory does not grow with flows.
         self.return_cache: dict[bytes, CachedReturn] = {}
 
@@ -256,6 +270,11 @@ class Router:
                     return Drop.BAD_INTEGRITY
             except StunError:
                 return Drop.MALFORMED_STUN
+        # Counted only for requests that would create a flow, so garbage sent
+        # from a prefix does not spend its users' budget.
+        limit = self._new_flow_limit
+        if limit is not None and limit.take(client_prefix(client[0]), now) > 0:
+            return Drop.RATE_LIMITED
         return self._create(client, ingress, hop, now, FlowSource.STUN)
 
     def _token_failure(self, ufrag: bytes) -> Drop:

@@ -58,6 +58,7 @@ def build_router(config: RelayConfig, keyring: Keyring) -> Router:
         cluster_ingress=config.cluster_ingress,
         trusted=config.trusted,
         verify_integrity=config.verify_integrity,
+        new_flows_per_prefix=config.new_flows_per_prefix,
     )
     return Router(settings, table)
 

@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from talkwire.rate_limit import RateLimiter
 from talkwire.registry.base import Registry
 from talkwire.signaling import client_secrets, demo
 from talkwire.signaling.auth import authenticate, require_api_key
@@ -25,7 +26,6 @@ from talkwire.signaling.errors import SERVER_ERROR, ApiError, bad_request, error
 from talkwire.signaling.health import HealthPoller
 from talkwire.signaling.offer import too_large
 from talkwire.signaling.placement import accepts_calls, is_healthy
-from talkwire.signaling.rate_limit import RateLimiter
 from talkwire.signaling.state import STATE, SignalingState, state
 
 log = logging.getLogger("talkwire.signaling")

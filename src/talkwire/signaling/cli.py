@@ -14,9 +14,9 @@ from pathlib import Path
 import uvloop
 
 from talkwire.errors import ConfigError
+from talkwire.rate_limit import Rate
 from talkwire.registry.memory import MemoryRegistry
 from talkwire.signaling.config import SignalingConfig
-from talkwire.signaling.rate_limit import Rate
 from talkwire.signaling.regions import RegionTable, parse_region_table
 from talkwire.signaling.server import parse_listen, start_signaling
 

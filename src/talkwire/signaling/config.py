@@ -9,7 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from talkwire.errors import ConfigError
-from talkwire.signaling.rate_limit import Rate
+from talkwire.rate_limit import Rate
 from talkwire.signaling.regions import RegionTable
 
 MIN_CLIENT_SECRET_TTL_S = 10

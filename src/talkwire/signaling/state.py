@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from talkwire.rate_limit import RateLimiter
 from talkwire.registry.base import Registry
 from talkwire.signaling.config import SignalingConfig
 from talkwire.signaling.metrics import SignalingMetrics
-from talkwire.signaling.rate_limit import RateLimiter
 
 
 @dataclass

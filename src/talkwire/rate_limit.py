@@ -1,4 +1,4 @@
-"""Request rate limits: one token bucket per key (a client IP, an API key).
+"""Rate limits: one token bucket per key (a client IP, an API key, a network prefix).
 
 Sans-IO: the caller passes the time, so tests move a clock instead of
 sleeping. The table is bounded: past ``max_keys`` it first forgets buckets
@@ -10,6 +10,7 @@ with a full bucket; the per-IP limit in front still holds a flood of keys.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from talkwire.errors import ConfigError
@@ -49,12 +50,12 @@ class RateLimiter:
     def __init__(self, rate: Rate, max_keys: int = DEFAULT_MAX_KEYS) -> None:
         self.rate = rate
         self.max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, as of when)
+        self._buckets: dict[Hashable, tuple[float, float]] = {}  # key -> (tokens, as of when)
 
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def take(self, key: str, now: float) -> float:
+    def take(self, key: Hashable, now: float) -> float:
         """Spend one request of ``key``: 0.0 if allowed, else the seconds until it would be."""
         tokens, then = self._buckets.pop(key, (float(self.rate.burst), now))
         tokens = min(float(self.rate.burst), tokens + max(0.0, now - then) * self.rate.per_s)
