@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -238,6 +239,69 @@ async def test_relay_restart_under_a_live_call_recovers_from_return_traffic(stac
         assert abs(heard_hz(back) - 800.0) < 15
         learned = await relay_metric(stack, 'talkwire_relay_flows_created_total{source="return"')
         assert learned >= 1
+        assert call.pc.iceConnectionState == "completed"
+    finally:
+        await call.hangup()
+    await wait_active(stack, 0)
+
+
+# A flood of garbage from 8 loopback addresses, paced to a rate, bounded in count
+# and time; prints how many it sent. A child process, so it has a core of its own.
+FLOOD = """
+import os, socket, sys, time
+host, port, pps, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+socks = []
+for i in range(8):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((f"127.6.0.{i + 1}", 0))
+    s.setblocking(False)
+    socks.append(s)
+stun = bytes.fromhex("000100302112a442") + os.urandom(12) + bytes.fromhex("00060024") + b"A" * 36
+garbage = [os.urandom(n) for n in range(1, 200, 7)] + [stun, b"\\x16\\xfe\\xfd" + bytes(40)]
+sent, start, n = 0, time.monotonic(), len(garbage)
+while sent < pps * seconds:
+    due = int((time.monotonic() - start) * pps)
+    if due > pps * seconds or time.monotonic() - start > seconds + 1:
+        break
+    while sent < due:
+        try:
+            socks[sent % 8].sendto(garbage[sent % n], (host, port))
+        except BlockingIOError:
+            pass
+        sent += 1
+    time.sleep(0.001)
+print(sent, time.monotonic() - start, flush=True)
+"""
+FLOOD_PPS = 100_000
+FLOOD_BURSTS = 20
+
+
+async def test_a_call_keeps_its_echo_through_a_garbage_flood_at_the_relay(stack: Stack) -> None:
+    call = new_call(stack)
+    await call.connect()
+    try:
+        dropped_before = await relay_metric(stack, "talkwire_relay_drops_total")
+        host, port = stack.relay_address
+        seconds = FLOOD_BURSTS * 0.6 + 2  # outlasts the bursts below (bounded anyway)
+        flood = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", FLOOD, host, str(port), str(FLOOD_PPS), str(seconds),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            heard = 0
+            for _ in range(FLOOD_BURSTS):
+                back = await echo_check(call)
+                heard += (np.abs(back) > LOUD).sum() > 0.2 * CLIENT_RATE
+        finally:
+            out, _ = await asyncio.wait_for(flood.communicate(), seconds + 30)
+        sent, took = out.split()
+        rate = int(sent) / float(took)
+        dropped = await relay_metric(stack, "talkwire_relay_drops_total") - dropped_before
+        print(f"flood {int(sent)} datagrams at {rate:.0f} pps: relay counted {dropped:.0f},"
+              f" {heard} of {FLOOD_BURSTS} bursts heard")  # fmt: skip
+        assert heard >= 0.95 * FLOOD_BURSTS
+        assert rate >= 0.5 * FLOOD_PPS  # it was a flood (a slow CI host sends less)
+        assert dropped >= 0.5 * int(sent)  # and it reached the relay (the kernel may drop some)
         assert call.pc.iceConnectionState == "completed"
     finally:
         await call.hangup()
