@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from talkwire.errors import ConfigError
 from talkwire.rate_limit import Rate
 from talkwire.registry.base import TransceiverInfo
 from talkwire.registry.memory import MemoryRegistry
@@ -1045,6 +1046,82 @@ async def test_health_polling_publishes_and_drops(
 
 
 # --- observability -----------------------------------------------------------
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made here (nothing downloaded)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "talkwire test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls_serves_https_with_the_given_certificate(
+    start: Start, one: FakeTransceiver, tmp_path: Path
+) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server = await start(tls_cert=cert, tls_key=key)
+    assert server.url.startswith("https://127.0.0.1:")
+    trusting = ssl.create_default_context(cafile=str(cert))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trusting)) as https:
+        async with https.post(
+            f"{server.url}/v1/realtime/calls", data=OFFER, headers=SDP_HEADERS
+        ) as resp:
+            assert resp.status == 201
+        async with https.get(f"{server.url}/healthz") as resp:
+            assert resp.status == 200
+    async with aiohttp.ClientSession() as default:  # the system's CAs do not know it
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await default.get(f"{server.url}/healthz")
+    plain = server.url.replace("https://", "http://")
+    async with aiohttp.ClientSession() as http:  # no plaintext on the TLS port
+        with pytest.raises(aiohttp.ClientError):
+            async with http.get(f"{plain}/healthz") as resp:
+                await resp.read()
+    assert len(one.received) == 1
+
+
+async def test_tls_config_errors_name_the_problem(start: Start, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    with pytest.raises(ConfigError, match="go together"):
+        await start(tls_cert=cert)
+    with pytest.raises(ConfigError, match="no such file"):
+        await start(tls_cert=tmp_path / "missing.pem", tls_key=key)
+    with pytest.raises(ConfigError, match="tls-cert"):
+        await start(tls_cert=key, tls_key=cert)  # swapped
 
 
 async def test_healthz_and_metrics(

@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--demo-dir", type=Path, help="serve the demo page from DIR")
     parser.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", help="serve HTTPS: certificate chain"
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="serve HTTPS: its private key")
+    parser.add_argument(
         "--rate-per-ip", default=DEFAULT_RATE_PER_IP, metavar="PER_S[/BURST]",
         help="POST requests per second (and burst) per client IP, or 'off'"
         f" (default {DEFAULT_RATE_PER_IP})",
@@ -119,6 +123,8 @@ def config_from_args(args: argparse.Namespace) -> SignalingConfig:
         demo_dir=args.demo_dir,
         rate_per_ip=Rate.parse(args.rate_per_ip),
         rate_per_key=Rate.parse(args.rate_per_key),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 

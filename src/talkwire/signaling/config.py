@@ -40,6 +40,9 @@ class SignalingConfig:
     # API requests (POST /v1/...) per client IP and per API key; None: unlimited.
     rate_per_ip: Rate | None = None
     rate_per_key: Rate | None = None
+    # HTTPS with this certificate chain and key (PEM); both or neither.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.api_keys:
@@ -75,6 +78,8 @@ class SignalingConfig:
                 raise ConfigError(f"{name} must be positive")
         if self.health_failures < 1:
             raise ConfigError("health_failures must be at least 1")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
         if self.demo_dir is not None and not (self.demo_dir / "index.html").is_file():
             raise ConfigError(f"demo dir {self.demo_dir} has no index.html")
         object.__setattr__(self, "models", MappingProxyType(dict(self.models)))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -44,16 +46,31 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context (TLS 1.2 and up) from PEM files; ConfigError naming the problem."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--tls-cert/--tls-key: no such file {exc.filename}") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-cert {cert} / --tls-key {key}: {exc}") from None
+    return context
+
+
 @dataclass
 class RunningSignaling:
     runner: web.AppRunner
     app: web.Application
     host: str
     port: int
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://{format_address((self.host, self.port))}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{format_address((self.host, self.port))}"
 
     async def close(self) -> None:
         await self.runner.cleanup()
@@ -69,16 +86,21 @@ async def start_signaling(
     rng: random.Random | None = None,
 ) -> RunningSignaling:
     """Start serving; the caller owns the result and must ``close()`` it."""
+    tls = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        tls = tls_context(config.tls_cert, config.tls_key)  # before binding: fail early
     sock = _bind(host, port)
     app = make_signaling_app(config, registry, clock=clock, rng=rng)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
         await runner.setup()
-        site = web.SockSite(runner, sock)
+        site = web.SockSite(runner, sock, ssl_context=tls)
         await site.start()
     except BaseException:
         await runner.cleanup()
         sock.close()
         raise
     bound_host, bound_port = sock.getsockname()[:2]
-    return RunningSignaling(runner=runner, app=app, host=bound_host, port=bound_port)
+    return RunningSignaling(
+        runner=runner, app=app, host=bound_host, port=bound_port, tls=tls is not None
+    )
