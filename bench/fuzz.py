@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aioice.stun
 import common
+from relay_lab import binding_request  # a genuine first check: live token, integrity
 
 from talkwire import encap, route_token, stun
 from talkwire.errors import EncapError, StunError, TokenError
@@ -48,20 +48,6 @@ DRAIN_TIMEOUT_S = 10.0
 READY_TIMEOUT_S = 20.0
 SENTINEL_TIMEOUT_S = 30.0
 PASSWORD_OF_SESSION = "p" * 22
-
-
-def base_request(keyring: route_token.Keyring, transceiver: tuple[str, int]) -> bytes:
-    """A client's genuine first check: a live token, its ICE password's integrity."""
-    ufrag = route_token.mint(keyring, 0, transceiver)
-    message = aioice.stun.Message(
-        message_method=aioice.stun.Method.BINDING, message_class=aioice.stun.Class.REQUEST
-    )
-    message.attributes["USERNAME"] = f"{ufrag}:abcd"
-    message.attributes["PRIORITY"] = 1853824767
-    message.attributes["ICE-CONTROLLING"] = 1
-    message.add_message_integrity(route_token.ice_password(keyring, ufrag.encode()).encode())
-    message.add_fingerprint()
-    return bytes(message)
 
 
 def corpus(count: int, base: bytes, rng: random.Random) -> Iterator[bytes]:
@@ -268,7 +254,7 @@ def fuzz_live_relay(
         sent_s = time.monotonic() - began
         # One genuine request last, from a new address: it reaches the
         # "transceiver" once the relay has worked through everything before it.
-        genuine = base_request(keyring, transceiver.getsockname())
+        genuine = binding_request(keyring, transceiver.getsockname())
         last = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         senders.append(last)
         last.sendto(genuine, relay.public)
@@ -326,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         keyring_path = Path(tmp) / "keyring"
         keyring_path.write_text(keyring.to_text())
         os.chmod(keyring_path, 0o600)
-        base = base_request(keyring, ("127.0.0.1", 9))
+        base = binding_request(keyring, ("127.0.0.1", 9))
         datagrams = list(corpus(args.count, base, rng))
         print(f"fuzz: {len(datagrams)} datagrams, seed {SEED}", flush=True)
         decoders = fuzz_decoders(datagrams, keyring)
