@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import random
 import select
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import common
-from relay_lab import binding_request  # a genuine first check: live token, integrity
+import relay_lab
+from relay_lab import Relay, binding_request
 
 from talkwire import encap, route_token, stun
 from talkwire.errors import EncapError, StunError, TokenError
@@ -45,7 +44,6 @@ MAX_EXAMPLES = 5
 SENDERS = 16  # source addresses the live relay sees the corpus from
 CHUNK = 1000  # datagrams sent before waiting for the relay's socket to drain
 DRAIN_TIMEOUT_S = 10.0
-READY_TIMEOUT_S = 20.0
 SENTINEL_TIMEOUT_S = 30.0
 PASSWORD_OF_SESSION = "p" * 22
 
@@ -151,52 +149,6 @@ def fuzz_decoders(datagrams: list[bytes], keyring: route_token.Keyring) -> dict[
     }
 
 
-class LiveRelay:
-    """``talkwire relay --verify-integrity``, one worker, on loopback."""
-
-    def __init__(self, keyring_path: Path, workdir: Path) -> None:
-        self.ready_file = workdir / "ready.json"
-        self.log = (workdir / "relay.log").open("w")
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "talkwire"), "relay", "--keyring", str(keyring_path),
-             "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0", "--workers", "1",
-             "--metrics", "127.0.0.1:0", "--verify-integrity", "--socket-buffer", "8388608",
-             "--new-flows-per-prefix", "off", "--ready-file", str(self.ready_file)],
-            stdout=subprocess.DEVNULL, stderr=self.log,
-        )  # fmt: skip
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not self.ready_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("fuzz: the relay did not start")
-            time.sleep(0.05)
-        ready = json.loads(self.ready_file.read_text())
-        host, _, port = ready["public"][0].rpartition(":")
-        self.public = (host, int(port))
-        self.metrics_url = f"http://{ready['metrics']}/metrics"
-
-    def metric(self, name: str) -> float:
-        import urllib.request
-
-        from prometheus_client.parser import text_string_to_metric_families
-
-        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:  # loopback
-            text = response.read().decode()
-        return sum(
-            s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-            if s.name == name
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        self.log.close()
-
-
 def socket_queue(port: int) -> tuple[int, int]:
     """(bytes waiting, datagrams the kernel dropped) of the UDP socket on ``port``,
     from /proc/net/udp: the relay is fed no faster than it reads, so every
@@ -222,11 +174,12 @@ def wait_drained(port: int) -> int:
 
 
 def fuzz_live_relay(
-    datagrams: list[bytes], keyring: route_token.Keyring, keyring_path: Path, workdir: Path
+    datagrams: list[bytes], keyring: route_token.Keyring, keyring_path: Path
 ) -> dict[str, Any]:
     transceiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     transceiver.bind(("127.0.0.1", 0))
-    relay = LiveRelay(keyring_path, workdir)
+    relay = Relay(keyring_path, verify=True, socket_buffer=8 * 1024 * 1024)
+    public = (relay_lab.LOCAL, relay.public_port)
     senders = []
     try:
         for i in range(SENDERS):
@@ -236,28 +189,28 @@ def fuzz_live_relay(
             senders.append(sock)
         began = time.monotonic()
         refused = 0
-        dropped_before = socket_queue(relay.public[1])[1]
+        dropped_before = socket_queue(relay.public_port)[1]
         for i, data in enumerate(datagrams):
             if i % CHUNK == 0:
-                wait_drained(relay.public[1])
+                wait_drained(relay.public_port)
             sock = senders[i % SENDERS]
             while True:
                 try:
-                    sock.sendto(data, relay.public)
+                    sock.sendto(data, public)
                     break
                 except BlockingIOError:
                     select.select([], [sock], [], 1.0)
                 except OSError:  # e.g. a datagram the kernel will not send
                     refused += 1
                     break
-        kernel_dropped = wait_drained(relay.public[1]) - dropped_before
+        kernel_dropped = wait_drained(relay.public_port) - dropped_before
         sent_s = time.monotonic() - began
         # One genuine request last, from a new address: it reaches the
         # "transceiver" once the relay has worked through everything before it.
         genuine = binding_request(keyring, transceiver.getsockname())
         last = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         senders.append(last)
-        last.sendto(genuine, relay.public)
+        last.sendto(genuine, public)
         transceiver.settimeout(SENTINEL_TIMEOUT_S)
         forwarded_before_genuine = 0
         while True:
@@ -275,11 +228,7 @@ def fuzz_live_relay(
                 except BlockingIOError:
                     break
         # Counters reach /metrics on the worker's next tick.
-        deadline = time.monotonic() + 5.0
-        while (drops := relay.metric("talkwire_relay_drops_total")) < len(datagrams) - refused:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        drops = relay.wait_metric("talkwire_relay_drops_total", len(datagrams) - refused, 5.0)
         return {
             "datagrams": len(datagrams),
             "not_sent": refused,
@@ -290,7 +239,7 @@ def fuzz_live_relay(
             "forwarded": forwarded_before_genuine,
             "flows_created": int(relay.metric("talkwire_relay_flows_created_total")) - 1,
             "replies": replies,
-            "relay_alive": relay.alive(),
+            "relay_alive": relay.proc.proc.poll() is None,
         }
     finally:
         relay.stop()
@@ -322,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             f" {decoders['decoder_calls_per_cpu_s']} decoder calls per CPU-second",
             flush=True,
         )
-        live = fuzz_live_relay(datagrams, keyring, keyring_path, Path(tmp))
+        live = fuzz_live_relay(datagrams, keyring, keyring_path)
         print(
             f"  live relay: {live['datagrams']} sent in {live['send_s']} s"
             f" ({live['send_rate_pps']} pps), {live['relay_drops_counted']} dropped and counted,"

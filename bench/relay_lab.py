@@ -123,6 +123,8 @@ class Relay:
             "--keyring", str(keyring), "--trust", "127.0.0.0/8",
             "--workers", str(workers), "--metrics", f"{LOCAL}:0",
             "--idle-timeout", "600", "--max-flows", "1000000",
+            # The spray creates flows from whole /24s: measure creation, not the limit.
+            "--new-flows-per-prefix", "off",
         ]  # fmt: skip
         if pin:
             args.append("--pin-cpus")
