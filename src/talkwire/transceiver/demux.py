@@ -56,8 +56,8 @@ class Demux(Generic[Endpoint]):
     """
 
     def __init__(self) -> None:
-        self._by_ufrag: dict[bytes, dict[int, Endpoint]] = {}
-        self._password_of: dict[bytes, str] = {}
+        # Server ufrag -> (ICE password, endpoint per relay ingress index).
+        self._sessions: dict[bytes, tuple[str, dict[int, Endpoint]]] = {}
         self._by_client: dict[Address, tuple[bytes, Endpoint]] = {}
         self._clients_of: dict[bytes, set[Address]] = {}
         # Where a client's packets last came from: replies go back the same way,
@@ -68,21 +68,19 @@ class Demux(Generic[Endpoint]):
     def register(self, ufrag: str, password: str, endpoints: dict[int, Endpoint]) -> None:
         """A session's server ufrag, its ICE password, and its endpoint per ingress."""
         key = ufrag.encode("ascii")
-        self._by_ufrag[key] = endpoints
-        self._password_of[key] = password
+        self._sessions[key] = (password, endpoints)
         self._clients_of.setdefault(key, set())
 
     def unregister(self, ufrag: str) -> None:
         key = ufrag.encode("ascii")
-        self._by_ufrag.pop(key, None)
-        self._password_of.pop(key, None)
+        self._sessions.pop(key, None)
         for client in self._clients_of.pop(key, set()):
             self._by_client.pop(client, None)
             self._relay_of.pop(client, None)
 
     @property
     def sessions(self) -> int:
-        return len(self._by_ufrag)
+        return len(self._sessions)
 
     @property
     def clients(self) -> int:
@@ -104,14 +102,16 @@ class Demux(Generic[Endpoint]):
                 username = stun.binding_request_username(payload)
                 if username is not None:
                     server_ufrag, _ = stun.split_username(username)
-                    password = self._password_of.get(server_ufrag)
-                    if password is None:
+                    session = self._sessions.get(server_ufrag)
+                    if session is None:
                         return self._drop(Drop.UNKNOWN_UFRAG)
+                    password, endpoints = session
                     if not stun.verify_message_integrity(payload, password):
                         return self._drop(Drop.BAD_INTEGRITY)
-                    endpoint = self._claim(server_ufrag, header.ingress, client)
+                    endpoint = endpoints.get(header.ingress)
                     if endpoint is None:
                         return self._drop(Drop.UNKNOWN_INGRESS)
+                    self._claim(server_ufrag, endpoint, client)
                 elif stun.is_request(payload):
                     return self._drop(Drop.NOT_BINDING_REQUEST)
             except StunError:
@@ -124,13 +124,7 @@ class Demux(Generic[Endpoint]):
         self._relay_of[client] = relay
         return Delivery(endpoint, client, payload)
 
-    def _claim(self, server_ufrag: bytes, ingress: int, client: Address) -> Endpoint | None:
-        endpoints = self._by_ufrag.get(server_ufrag)
-        if endpoints is None:
-            return None
-        endpoint = endpoints.get(ingress)
-        if endpoint is None:
-            return None
+    def _claim(self, server_ufrag: bytes, endpoint: Endpoint, client: Address) -> None:
         previous = self._by_client.get(client)
         if previous is None or previous[1] is not endpoint:
             if previous is not None:
@@ -138,7 +132,6 @@ class Demux(Generic[Endpoint]):
                 self._clients_of.get(previous[0], set()).discard(client)
             self._by_client[client] = (server_ufrag, endpoint)
             self._clients_of[server_ufrag].add(client)
-        return endpoint
 
     def _drop(self, reason: Drop) -> Drop:
         self.drops[reason] += 1
