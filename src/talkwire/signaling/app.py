@@ -74,14 +74,15 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-def _limit_keys(request: web.Request) -> dict[str, str]:
-    """What each limit counts a request against. The API key is hashed: the
-    table outlives requests, and a key is a secret."""
-    keys = {"ip": request.remote or "unknown"}
+def _limit_key(request: web.Request, limit: str) -> str | None:
+    """What ``limit`` counts a request against (None: nothing to count). The API
+    key is hashed: the table outlives requests, and a key is a secret."""
+    if limit == "ip":
+        return request.remote or "unknown"
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token:
-        keys["key"] = hashlib.sha256(token.encode()).hexdigest()[:32]
-    return keys
+        return hashlib.sha256(token.encode()).hexdigest()[:32]
+    return None
 
 
 @web.middleware
@@ -91,9 +92,9 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
     st = state(request)
     if request.method == "POST" and st.limits:
         now = st.clock()
-        for limit, key in _limit_keys(request).items():
-            limiter = st.limits.get(limit)
-            wait = limiter.take(key, now) if limiter is not None else 0.0
+        for limit, limiter in st.limits.items():
+            key = _limit_key(request, limit)
+            wait = limiter.take(key, now) if key is not None else 0.0
             if wait > 0:
                 st.metrics.rate_limited.labels(limit).inc()
                 retry_after = max(1, math.ceil(wait))
