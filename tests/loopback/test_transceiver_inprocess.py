@@ -24,7 +24,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from talkwire import route_token
-from talkwire.client import CLIENT_RATE, RealtimeCall, tone
+from talkwire.client import CLIENT_RATE, CallFailed, RealtimeCall, tone
 from talkwire.route_token import Keyring
 from talkwire.stack import Stack, StackConfig
 from talkwire.transceiver.api import make_transceiver_app
@@ -65,7 +65,16 @@ async def place_call(transceiver: Transceiver, agent_url: str, call_id: str) -> 
     offer = await client.offer()
     call = await transceiver.create_call(call_id, offer, {"model": "echo"}, agent_url)
     assert call.answer_sdp is not None
-    await client.accept(call.answer_sdp)
+    try:
+        await client.accept(call.answer_sdp)
+    except CallFailed as exc:
+        # What the server saw, so a rare failure on a busy host can be told apart.
+        demux = transceiver.shared_socket.demux
+        raise AssertionError(
+            f"{call_id}: {exc}; server ICE {call._pc.iceConnectionState},"
+            f" DTLS {call._pc.connectionState}, ended {call.end_reason},"
+            f" client ICE {client.pc.iceConnectionState}, demux drops {dict(demux.drops)}"
+        ) from exc
     return client
 
 
