@@ -71,8 +71,8 @@ async def place_call(transceiver: Transceiver, agent_url: str, call_id: str) -> 
         # What the server saw, so a rare failure on a busy host can be told apart.
         demux = transceiver.shared_socket.demux
         raise AssertionError(
-            f"{call_id}: {exc}; server ICE {call._pc.iceConnectionState},"
-            f" DTLS {call._pc.connectionState}, ended {call.end_reason},"
+            f"{call_id}: {exc}; server ICE done {call.timings.ice_connected is not None},"
+            f" DTLS done {call.timings.dtls_connected is not None}, ended {call.end_reason},"
             f" client ICE {client.pc.iceConnectionState}, demux drops {dict(demux.drops)}"
         ) from exc
     return client
