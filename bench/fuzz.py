@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import random
 import select
 import socket
@@ -36,6 +35,7 @@ from talkwire import encap, route_token, stun
 from talkwire.errors import EncapError, StunError, TokenError
 from talkwire.relay.flows import FlowTable
 from talkwire.relay.router import Router, RouterSettings, decode_peer_flow
+from talkwire.secret_files import write_private
 from talkwire.transceiver.demux import Delivery, Demux
 
 EXPECTED = (StunError, EncapError, TokenError)
@@ -259,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     keyring = route_token.Keyring.generate(1)
     with tempfile.TemporaryDirectory(prefix="talkwire-fuzz-") as tmp:
         keyring_path = Path(tmp) / "keyring"
-        keyring_path.write_text(keyring.to_text())
-        os.chmod(keyring_path, 0o600)
+        write_private(keyring_path, keyring.to_text())
         base = binding_request(keyring, ("127.0.0.1", 9))
         datagrams = list(corpus(args.count, base, rng))
         print(f"fuzz: {len(datagrams)} datagrams, seed {SEED}", flush=True)

@@ -23,6 +23,7 @@ import aioice.stun
 import common
 
 from talkwire import route_token
+from talkwire.secret_files import write_private
 
 LOCAL = "127.0.0.1"
 HEADER = 24
@@ -209,7 +210,7 @@ class Lab:
         self.tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-bench-")))
         self.keyring = route_token.Keyring.generate()
         self.keyring_path = self.tmp / "keyring"
-        self.keyring_path.write_text(self.keyring.to_text())
+        write_private(self.keyring_path, self.keyring.to_text())
         self._cache: dict[str, object] = {}
         self.tools = Tools()
         self.sink, ports = start_sink(self.tools)

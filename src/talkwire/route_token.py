@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from talkwire.errors import ConfigError, TokenError
+from talkwire.secret_files import read_private
 
 TOKEN_VERSION = 1
 MAX_KEY_ID = 15
@@ -157,15 +158,8 @@ class Keyring:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Keyring:
-        """Read a keyring file (docs/wire.md "Keyring file")."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except FileNotFoundError as exc:
-            raise ConfigError(f"keyring file not found: {os.fspath(path)}") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read keyring file {os.fspath(path)}: {exc}") from exc
-        return cls.from_text(text, source=os.fspath(path))
+        """Read a keyring file (docs/wire.md "Keyring file"); it must be private."""
+        return cls.from_text(read_private(path, "keyring file"), source=os.fspath(path))
 
     @classmethod
     def generate(cls, key_id: int = 1) -> Keyring:

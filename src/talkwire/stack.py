@@ -22,6 +22,7 @@ import aiohttp
 
 from talkwire.config import Address, format_address
 from talkwire.route_token import Keyring
+from talkwire.secret_files import write_private
 
 READY_TIMEOUT_S = 30.0
 
@@ -70,8 +71,7 @@ class Stack:
         self.config = config
         self._dir = tempfile.TemporaryDirectory(prefix="talkwire-")
         self.keyring_path = Path(self._dir.name) / "keyring"
-        self.keyring_path.write_text(Keyring.generate().to_text())
-        self.keyring_path.chmod(0o600)
+        write_private(self.keyring_path, Keyring.generate().to_text())
         self.components: dict[str, Component] = {}
         self.agent_url = ""
         self.voice_url = ""

@@ -12,6 +12,7 @@ import re
 from talkwire import route_token
 from talkwire.config import format_address, parse_address
 from talkwire.errors import ConfigError, TokenError
+from talkwire.secret_files import write_private
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rotate",
         metavar="FILE",
         help="keep FILE's current key as the previous one and add a new current key",
+    )
+    keygen.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the keyring to FILE, mode 0600 (may be the --rotate FILE), not stdout",
     )
 
 
@@ -94,13 +100,15 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _keygen(args: argparse.Namespace) -> int:
     key_id = _int_option("key id", args.key_id, route_token.MAX_KEY_ID)
-    fresh = route_token.Keyring.generate(key_id)
-    if args.rotate is None:
-        print(fresh.to_text(), end="")
-        return 0
-    old = route_token.Keyring.from_file(args.rotate)
-    if key_id == old.current:
-        raise ConfigError(f"key id {key_id} is already the current key of {args.rotate}")
-    keys = {old.current: old.keys[old.current], key_id: fresh.keys[key_id]}
-    print(route_token.Keyring(key_id, keys).to_text(), end="")
+    keyring = route_token.Keyring.generate(key_id)
+    if args.rotate is not None:
+        old = route_token.Keyring.from_file(args.rotate)
+        if key_id == old.current:
+            raise ConfigError(f"key id {key_id} is already the current key of {args.rotate}")
+        keys = {old.current: old.keys[old.current], key_id: keyring.keys[key_id]}
+        keyring = route_token.Keyring(key_id, keys)
+    if args.out is None:
+        print(keyring.to_text(), end="")
+    else:
+        write_private(args.out, keyring.to_text())
     return 0

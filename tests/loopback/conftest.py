@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from talkwire import route_token
 from talkwire.config import parse_address
+from talkwire.secret_files import write_private
 
 RELAY_START_TIMEOUT = 20.0
 RELAY_RECV_TIMEOUT = 2.0
@@ -159,7 +160,7 @@ def _running(pid: int) -> bool:
 def relay_keyring(tmp_path: Path) -> tuple[route_token.Keyring, Path]:
     keyring = route_token.Keyring.generate(key_id=1)
     path = tmp_path / "relay-keyring.txt"
-    path.write_text(keyring.to_text())
+    write_private(path, keyring.to_text())
     return keyring, path
 
 

@@ -17,6 +17,7 @@ import pytest
 from talkwire import route_token
 from talkwire.config import format_address
 from talkwire.encap import HEADER_SIZE, pack_header, unpack_header
+from talkwire.secret_files import write_private
 
 DTLS = bytes([22, 0xFE, 0xFD]) + b"record" + bytes(20)
 
@@ -173,7 +174,7 @@ def test_missing_keyring_one_line_error(tmp_path: Path) -> None:
 
 def test_bad_keyring_one_line_error(tmp_path: Path) -> None:
     path = tmp_path / "keyring"
-    path.write_text("1 abcd current\n")
+    write_private(path, "1 abcd current\n")
     result = run_cli("--keyring", str(path))
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "secret is 2 bytes" in result.stderr

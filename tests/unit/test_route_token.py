@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from talkwire import route_token
 from talkwire.errors import ConfigError, TokenError
 from talkwire.route_token import Keyring, RouteToken
+from talkwire.secret_files import write_private
 
 SECRET_1 = bytes(range(32))
 SECRET_2 = bytes(range(100, 140))
@@ -292,7 +293,7 @@ def test_password_differs_per_ufrag_and_secret(keyring: Keyring) -> None:
 def test_keyring_file_round_trip(tmp_path: Path) -> None:
     ring = Keyring(2, {1: SECRET_1, 2: SECRET_2})
     path = tmp_path / "keyring"
-    path.write_text(ring.to_text())
+    write_private(path, ring.to_text())
     loaded = Keyring.from_file(path)
     assert loaded == ring
     assert loaded.current == 2 and dict(loaded.keys) == {1: SECRET_1, 2: SECRET_2}
@@ -301,11 +302,12 @@ def test_keyring_file_round_trip(tmp_path: Path) -> None:
 
 def test_keyring_file_with_comments(tmp_path: Path) -> None:
     path = tmp_path / "keyring"
-    path.write_text(
+    write_private(
+        path,
         "# rotated 2024-05-01\n"
         "\n"
         f"1  {SECRET_1.hex()}   # previous\n"
-        f"  2\t{SECRET_2.hex().upper()}  current\n"
+        f"  2\t{SECRET_2.hex().upper()}  current\n",
     )
     ring = Keyring.from_file(path)
     assert ring.current == 2 and ring.keys[1] == SECRET_1 and ring.keys[2] == SECRET_2
@@ -328,7 +330,7 @@ def test_keyring_file_with_comments(tmp_path: Path) -> None:
 )
 def test_keyring_file_errors_name_the_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "ring.txt"
-    path.write_text(text)
+    write_private(path, text)
     with pytest.raises(ConfigError, match=message) as info:
         Keyring.from_file(path)
     assert str(path) in str(info.value)

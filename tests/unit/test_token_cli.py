@@ -10,6 +10,7 @@ import pytest
 
 from talkwire import cli, route_token
 from talkwire.route_token import Keyring
+from talkwire.secret_files import write_private
 
 SECRET_1 = bytes(range(32))
 SECRET_2 = bytes(range(50, 90))
@@ -24,7 +25,7 @@ def _restore_argv(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def ring_file(tmp_path: Path) -> Path:
     path = tmp_path / "keyring"
-    path.write_text(Keyring(2, {1: SECRET_1, 2: SECRET_2}).to_text())
+    write_private(path, Keyring(2, {1: SECRET_1, 2: SECRET_2}).to_text())
     return path
 
 
@@ -140,7 +141,7 @@ def test_mint_bad_keyring_names_the_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     path = tmp_path / "bad.keyring"
-    path.write_text(f"# ok\n1 {SECRET_1.hex()} current\n2 nothex\n")
+    write_private(path, f"# ok\n1 {SECRET_1.hex()} current\n2 nothex\n")
     code, _, err = run(
         capsys, "mint", "--keyring", str(path), "--cluster", "1", "--transceiver", "10.0.0.1:9"
     )
@@ -239,7 +240,7 @@ def test_console_script_inspect(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "talkwire"
     ring = tmp_path / "keyring"
     keyring = Keyring(1, {1: SECRET_1})
-    ring.write_text(keyring.to_text())
+    write_private(ring, keyring.to_text())
     ufrag = mint_with(keyring)
     result = subprocess.run(
         [str(script), "token", "inspect", ufrag, "--keyring", str(ring)],
@@ -251,3 +252,16 @@ def test_console_script_inspect(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert fields(result.stdout)["mac"] == "verified"
     assert fields(result.stdout)["transceiver"] == "10.2.3.4:4000"
+
+
+def test_keygen_rotates_a_file_in_place_and_keeps_it_private(
+    capsys: pytest.CaptureFixture[str], ring_file: Path
+) -> None:
+    old = Keyring.from_file(ring_file)
+    code, out, _ = run(
+        capsys, "keygen", "--key-id", "4", "--rotate", str(ring_file), "--out", str(ring_file)
+    )
+    assert code == 0 and out == ""
+    assert ring_file.stat().st_mode & 0o777 == 0o600
+    new = Keyring.from_file(ring_file)
+    assert new.current == 4 and new.keys[2] == old.keys[2]

@@ -1,0 +1,58 @@
+"""Secrets kept in files: the route-token keyring, API keys, the internal secret.
+
+A secret file that another user can read has leaked already, so a file with
+any group or other permission bit set is refused, as ssh refuses such a
+private key; the error says which chmod fixes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+
+from talkwire.errors import ConfigError
+
+
+def read_private(path: str | os.PathLike[str], what: str) -> str:
+    """The text of ``path``; ConfigError if it is missing, unreadable or not private."""
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ConfigError(
+                    f"{what} {name} is mode {stat.S_IMODE(mode):04o}: other users can reach"
+                    f" it; run 'chmod 600 {name}'"
+                )
+            return f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {name}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {name}: {exc}") from None
+
+
+def secret_lines(text: str) -> list[str]:
+    """One secret per line; blank lines and ``#`` comments are skipped."""
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def write_private(path: str | os.PathLike[str], text: str) -> None:
+    """Replace ``path`` with ``text``, readable by its owner only from the first byte.
+
+    The text goes to a temporary file in the same directory that is then
+    renamed over ``path``, so a process reloading the file sees the old
+    secrets or the new ones, never half of them.
+    """
+    name = os.fspath(path)
+    fd, temp = tempfile.mkstemp(dir=os.path.dirname(name) or ".", prefix=".tmp-")
+    try:
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)  # mkstemp creates the file 0600
+        os.replace(temp, name)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
