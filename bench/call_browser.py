@@ -17,6 +17,7 @@ from aiohttp import web
 from playwright.async_api import Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from talkwire.internal_auth import bearer
 from talkwire.stack import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +90,8 @@ async def wait_active(http: aiohttp.ClientSession, stack: Stack, expected: int) 
 async def server_timings(http: aiohttp.ClientSession, stack: Stack, call_id: str) -> dict[str, Any]:
     """The transceiver's own milestones for a live call (ms after it got the offer)."""
     for base in stack.transceiver_urls:  # whichever one signaling placed it on
-        async with http.get(f"{base.rstrip('/')}/calls/{call_id}") as response:
+        url = f"{base.rstrip('/')}/calls/{call_id}"
+        async with http.get(url, headers=bearer(stack.internal_secret)) as response:
             if response.status == 200:
                 body: dict[str, Any] = await response.json(content_type=None)
                 return dict(body.get("timings_ms", {}))

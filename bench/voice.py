@@ -227,10 +227,12 @@ def recognition(quick: bool) -> dict[str, Any]:
     }
 
 
-async def concurrent(url: str, calls: int, turns_each: int, path_extra: float) -> dict[str, Any]:
+async def concurrent(
+    url: str, secret: str, calls: int, turns_each: int, path_extra: float
+) -> dict[str, Any]:
     """``calls`` simultaneous calls on one agent process, each asking ``turns_each`` questions."""
     clips = [silence(0.2) + espeak(q, v) for q, v in QUESTIONS]
-    links = [LinkClient(f"{url}/v1/agents/voice", {"model": "voice"}) for _ in range(calls)]
+    links = [LinkClient(f"{url}/v1/agents/voice", {"model": "voice"}, secret) for _ in range(calls)]
     await asyncio.gather(*(link.connect() for link in links))
     latencies: list[float] = []
     failures = 0
@@ -298,14 +300,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stops, barge_failures = await barge_ins(stack, n_barges)
         agent_cpu = cpu_seconds([voice_pid]) - cpu0
         # What the WebRTC path adds over the agent link, for the ramp below.
-        link_single = await concurrent(stack.voice_url.rsplit("/v1/", 1)[0], 1, 2, 0.0)
+        link_single = await concurrent(
+            stack.voice_url.rsplit("/v1/", 1)[0], stack.internal_secret, 1, 2, 0.0
+        )
         link_p50 = (link_single["reply_ms"]["p50"] or 0.0) / 1000
         path_extra = max(0.0, (percentile(replies, 50) or 0.0) - link_p50)
         ramp = []
         for calls in steps:
             print(f"ramp: {calls} simultaneous calls ...", flush=True)
             step = await concurrent(
-                stack.voice_url.rsplit("/v1/", 1)[0], calls, 2 if quick else 3, path_extra
+                stack.voice_url.rsplit("/v1/", 1)[0],
+                stack.internal_secret,
+                calls,
+                2 if quick else 3,
+                path_extra,
             )
             ramp.append(step)
             p50 = step["reply_ms"]["p50"]

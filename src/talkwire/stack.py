@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 
 from talkwire.config import Address, format_address
+from talkwire.internal_auth import SECRET_ENV
 from talkwire.route_token import Keyring
 from talkwire.secret_files import write_private
 
@@ -72,6 +73,8 @@ class Stack:
         self._dir = tempfile.TemporaryDirectory(prefix="talkwire-")
         self.keyring_path = Path(self._dir.name) / "keyring"
         write_private(self.keyring_path, Keyring.generate().to_text())
+        # Through the environment, not argv: `ps` shows every user the argv.
+        self.internal_secret = secrets.token_urlsafe(32)
         self.components: dict[str, Component] = {}
         self.agent_url = ""
         self.voice_url = ""
@@ -238,7 +241,12 @@ class Stack:
             *argv,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "TALKWIRE_LOG": self.config.log_level, **(env or {})},
+            env={
+                **os.environ,
+                "TALKWIRE_LOG": self.config.log_level,
+                SECRET_ENV: self.internal_secret,
+                **(env or {}),
+            },
         )
         component.process = process
         self.components[name] = component

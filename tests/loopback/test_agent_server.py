@@ -181,6 +181,33 @@ async def test_unknown_agent_is_404_json(server: AgentServer, http: aiohttp.Clie
     assert info.value.status == 404
 
 
+async def test_a_server_with_a_secret_refuses_upgrades_without_it(
+    http: aiohttp.ClientSession,
+) -> None:
+    secret = "s3cret-" + "x" * 30
+    settings = ServerSettings(handshake_timeout=5.0, internal_secret=secret)
+    server = await start_agent_server("127.0.0.1", 0, {"echo": EchoAgent}, settings)
+    try:
+        for headers in ({}, {"Authorization": "Bearer " + secret[::-1]}):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                await http.ws_connect(f"{server.url}/v1/agents/echo", headers=headers)
+            assert info.value.status == 401
+        base = server.url.replace("ws://", "http://")
+        async with http.get(base + "/v1/agents/echo") as resp:  # refused before the 426
+            assert resp.status == 401
+            assert (await resp.json())["error"]["code"] == "invalid_internal_secret"
+        async with http.get(base + "/healthz") as resp:  # the probe stays open
+            assert (await resp.json())["calls"] == 0
+        ws = await http.ws_connect(
+            f"{server.url}/v1/agents/echo", headers={"Authorization": f"Bearer {secret}"}
+        )
+        await ws.send_str(json.dumps({"type": "session.update", "session": SESSION}))
+        assert (await receive_event(ws))["type"] == "session.created"
+        await ws.close()
+    finally:
+        await server.close()
+
+
 async def test_plain_get_is_426_and_bad_call_id_400(
     server: AgentServer, http: aiohttp.ClientSession
 ) -> None:

@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -338,6 +339,26 @@ async def test_a_client_sending_to_the_transceiver_directly_gets_nothing(stack: 
         assert (np.abs(back) > LOUD).sum() > 0.2 * CLIENT_RATE
     finally:
         await call.hangup()
+
+
+async def test_the_stacks_internal_ports_want_its_secret_and_no_argv_shows_it(
+    stack: Stack,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(stack.transceiver_url + "/calls", json={}) as response:
+            assert response.status == 401
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(stack.agent_url)
+        assert refused.value.status == 401
+        assert (await transceiver_health(stack))["active"] == 0  # probes stay open
+    for component in stack.components.values():
+        assert component.process is not None
+        assert stack.internal_secret.encode() not in _argv(component.process.pid), component.name
+
+
+def _argv(pid: int) -> bytes:
+    """What `ps` shows every user of the host."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 async def test_an_agent_that_closes_ends_only_its_own_call_with_an_error(stack: Stack) -> None:

@@ -27,6 +27,7 @@ from talkwire.errors import ConfigError
 from talkwire.rate_limit import Rate
 from talkwire.registry.base import TransceiverInfo
 from talkwire.registry.memory import MemoryRegistry
+from talkwire.secret_files import write_private
 from talkwire.signaling.config import SignalingConfig
 from talkwire.signaling.demo import is_loopback, resolve_static
 from talkwire.signaling.server import RunningSignaling, start_signaling
@@ -93,6 +94,7 @@ class FakeTransceiver:
         self.hangups: list[str] = []
         self.live: set[str] = set()
         self.health_checks = 0
+        self.authorizations: list[str | None] = []  # what each POST /calls carried
         app = web.Application()
         app.router.add_post("/calls", self._calls)
         app.router.add_post("/calls/{call_id}/hangup", self._hangup)
@@ -124,6 +126,7 @@ class FakeTransceiver:
     async def _calls(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.received.append(body)
+        self.authorizations.append(request.headers.get("Authorization"))
         if self.mode == "500":
             return web.json_response(
                 {"error": {"message": "boom", "type": "server_error", "code": None}}, status=500
@@ -1211,18 +1214,22 @@ def _env() -> dict[str, str]:
     return env
 
 
-async def test_cli_serves_until_sigint(
-    fakes: Callable[..., Awaitable[FakeTransceiver]], http: aiohttp.ClientSession
+async def test_cli_serves_until_sigint_with_its_secrets_from_files(
+    fakes: Callable[..., Awaitable[FakeTransceiver]], http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     polled = await fakes("cli-t")
+    write_private(tmp_path / "api-keys", f"# app keys\nsk-other\n{API_KEY}\n")
+    write_private(tmp_path / "internal", "internal-" + "s" * 32 + "\n")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "talkwire.cli", "signaling",
         "--listen", "127.0.0.1:0",
         "--model", f"echo={ECHO_URL}",
         "--transceiver", polled.url,
+        "--api-key-file", str(tmp_path / "api-keys"),
+        "--internal-secret-file", str(tmp_path / "internal"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**_env(), "TALKWIRE_API_KEY": API_KEY},
+        env=_env(),
     )  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -1241,6 +1248,7 @@ async def test_cli_serves_until_sigint(
         # 503 until the first health poll lands; then the call goes through.
         assert await wait_for(placed, attempts=100, step_s=0.05)
         assert polled.received[-1]["agent_url"] == ECHO_URL
+        assert set(polled.authorizations) == {"Bearer internal-" + "s" * 32}
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
@@ -1260,6 +1268,8 @@ async def test_cli_serves_until_sigint(
         (["--api-key", "k", "--model", "echo=ws://x", "--transceiver", "ftp://x"], "http"),
         (["--api-key", "k", "--region-table", "/nonexistent.json"], "region-table"),
         (["--api-key", "k", "--model", "echo=ws://x", "--rate-per-ip", "fast"], "PER_SECOND"),
+        (["--api-key-file", "/nonexistent", "--model", "echo=ws://x"], "API key file not found"),
+        (["--api-key", "k", "--internal-secret-file", "/nonexistent"], "internal secret file"),
     ],
 )
 async def test_cli_config_errors(args: list[str], message: str) -> None:

@@ -7,6 +7,7 @@ from real aiortc peers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -25,7 +26,12 @@ from aiohttp import web
 
 from talkwire import route_token
 from talkwire.client import CLIENT_RATE, CallFailed, RealtimeCall, tone
+from talkwire.internal_auth import bearer
+from talkwire.registry.memory import MemoryRegistry
 from talkwire.route_token import Keyring
+from talkwire.signaling.config import SignalingConfig
+from talkwire.signaling.server import RunningSignaling, start_signaling
+from talkwire.signaling.state import STATE
 from talkwire.stack import Stack, StackConfig
 from talkwire.transceiver.api import make_transceiver_app
 from talkwire.transceiver.load import LoadLimits
@@ -47,6 +53,7 @@ async def stack() -> AsyncIterator[Stack]:
 async def transceiver(stack: Stack) -> AsyncIterator[Transceiver]:
     config = TransceiverConfig(
         keyring=Keyring.from_file(stack.keyring_path),
+        internal_secret=stack.internal_secret,  # the stack's echo agent asks for it
         public_addresses=[stack.relay_address],
         capacity=5,
         connect_timeout=5.0,
@@ -175,36 +182,148 @@ BAD_OFFERS = {
 }
 
 
-async def test_the_internal_api_rejects_bad_requests_with_clear_errors(
-    stack: Stack, transceiver: Transceiver
-) -> None:
+@contextlib.asynccontextmanager
+async def serving(transceiver: Transceiver) -> AsyncIterator[str]:
+    """The transceiver's internal API on a real port; yields its URL."""
     runner = web.AppRunner(make_transceiver_app(transceiver))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        async with aiohttp.ClientSession() as http:
-            for sdp, message in BAD_OFFERS.items():
-                body = {"call_id": "rtc_bad", "sdp": sdp, "agent_url": stack.agent_url}
-                async with http.post(url + "/calls", json=body) as response:
-                    assert response.status == 400
-                    error = (await response.json())["error"]
-                    assert error["code"] == "invalid_offer"
-                    assert message in error["message"]
-            async with http.post(url + "/calls", data=b"{not json") as response:
-                assert response.status == 400
-            body = {"call_id": "rtc_bad", "sdp": "v=0", "agent_url": "http://x"}
-            async with http.post(url + "/calls", json=body) as response:
-                assert (await response.json())["error"]["code"] == "invalid_agent_url"
-            async with http.post(url + "/calls/rtc_nope/hangup") as response:
-                assert response.status == 404
-            async with http.get(url + "/health") as response:
-                health = json.loads(await response.text())
-                assert health["active"] == 0 and health["capacity"] == 5
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+async def test_the_internal_api_rejects_bad_requests_with_clear_errors(
+    stack: Stack, transceiver: Transceiver
+) -> None:
+    async with (
+        serving(transceiver) as url,
+        aiohttp.ClientSession(headers=bearer(stack.internal_secret)) as http,
+    ):
+        for sdp, message in BAD_OFFERS.items():
+            body = {"call_id": "rtc_bad", "sdp": sdp, "agent_url": stack.agent_url}
+            async with http.post(url + "/calls", json=body) as response:
+                assert response.status == 400
+                error = (await response.json())["error"]
+                assert error["code"] == "invalid_offer"
+                assert message in error["message"]
+        async with http.post(url + "/calls", data=b"{not json") as response:
+            assert response.status == 400
+        body = {"call_id": "rtc_bad", "sdp": "v=0", "agent_url": "http://x"}
+        async with http.post(url + "/calls", json=body) as response:
+            assert (await response.json())["error"]["code"] == "invalid_agent_url"
+        async with http.post(url + "/calls/rtc_nope/hangup") as response:
+            assert response.status == 404
+        async with http.get(url + "/health") as response:
+            health = json.loads(await response.text())
+            assert health["active"] == 0 and health["capacity"] == 5
     assert transceiver.calls == {}
+
+
+async def test_the_internal_api_wants_the_shared_secret_except_for_probes(
+    stack: Stack, transceiver: Transceiver
+) -> None:
+    wrong = [
+        {},
+        {"Authorization": "Bearer " + "x" * 43},
+        {"Authorization": f"Basic {stack.internal_secret}"},
+        {"Authorization": f"Bearer {stack.internal_secret[:-1]}"},
+        {"Authorization": "Bearer sécret"},  # not ASCII: refused, not a crash
+    ]
+    async with serving(transceiver) as url, aiohttp.ClientSession() as http:
+        for headers in wrong:
+            for method, path in [
+                ("POST", "/calls"),
+                ("POST", "/calls/rtc_x/hangup"),
+                ("GET", "/calls/rtc_x"),
+            ]:
+                async with http.request(method, url + path, headers=headers, json={}) as response:
+                    assert response.status == 401, (headers, path)
+                    error = (await response.json())["error"]
+                    assert error["code"] == "invalid_internal_secret"
+                    assert stack.internal_secret not in await response.text()
+        for probe in ("/health", "/metrics"):
+            async with http.get(url + probe) as response:
+                assert response.status == 200, probe
+        async with http.post(url + "/calls", json={}, headers=bearer(stack.internal_secret)) as r:
+            assert r.status == 400  # past the check, to the request's own errors
+    assert transceiver.calls == {}
+
+
+async def test_signaling_places_a_call_only_with_the_transceivers_secret(
+    stack: Stack, transceiver: Transceiver
+) -> None:
+    async def signaling(secret: str) -> RunningSignaling:
+        config = SignalingConfig(
+            api_keys=("sk-test",),
+            models={"echo": stack.agent_url},
+            transceivers=(url,),
+            health_interval_s=0.05,
+            internal_secret=secret,
+        )
+        return await start_signaling(config, MemoryRegistry())
+
+    async def placeable(server: RunningSignaling) -> None:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):  # 10 s: a bound, not an expectation
+                async with http.get(server.url + "/healthz") as response:
+                    if (await response.json())["transceivers"]["accepting"]:
+                        return
+                await asyncio.sleep(0.05)  # the health poll's own schedule
+        raise AssertionError("the transceiver never became placeable")
+
+    async with serving(transceiver) as url:
+        wrong = await signaling("wrong-secret-" + "0" * 20)
+        try:
+            await placeable(wrong)  # probes need no secret: placement is what fails
+            refused = RealtimeCall(wrong.url, "sk-test", {"model": "echo"})
+            with pytest.raises(CallFailed, match="503"):
+                await refused.connect()
+            await refused.close()
+            failures = wrong.app[STATE].metrics.placement_failures
+            assert failures.labels("transceiver_failed")._value.get() >= 1
+        finally:
+            await wrong.close()
+        assert transceiver.calls == {}
+
+        right = await signaling(stack.internal_secret)
+        try:
+            await placeable(right)
+            client = RealtimeCall(right.url, "sk-test", {"model": "echo"})
+            await client.connect()
+            await client.next_event("session.created")  # through the agent, which checks too
+            await client.close()
+        finally:
+            await right.close()
+    await _wait_idle(transceiver)
+
+
+async def test_an_agent_that_refuses_the_secret_ends_the_call_with_that_reason(
+    stack: Stack,
+) -> None:
+    config = TransceiverConfig(
+        keyring=Keyring.from_file(stack.keyring_path),
+        public_addresses=[stack.relay_address],
+        internal_secret="not-the-agents-secret-" + "0" * 20,
+    )
+    transceiver = Transceiver(config)
+    await transceiver.start()
+    try:
+        # The agent is dialled while ICE runs, so the call ends before it comes up.
+        client = RealtimeCall("http://unused", "unused")
+        call = await transceiver.create_call(
+            "rtc_refused", await client.offer(), {}, stack.agent_url
+        )
+        await _wait_idle(transceiver)
+        assert call.end_reason == "agent_refused"
+        samples = transceiver.metrics.calls.collect()[0].samples
+        ended = {s.labels["reason"]: s.value for s in samples if s.name.endswith("_total")}
+        assert ended == {"agent_refused": 1}
+        await client.close()
+    finally:
+        await transceiver.stop()
 
 
 async def test_offer_checks_are_exact() -> None:
@@ -278,6 +397,7 @@ async def test_two_hundred_calls_opened_and_dropped_at_once_leave_a_live_call_al
 ) -> None:
     config = TransceiverConfig(
         keyring=Keyring.from_file(stack.keyring_path),
+        internal_secret=stack.internal_secret,  # the stack's echo agent asks for it
         public_addresses=[stack.relay_address],
         capacity=300,
         connect_timeout=2.0,

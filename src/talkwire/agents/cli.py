@@ -17,10 +17,11 @@ from collections.abc import Mapping
 import uvloop
 
 from talkwire.agents.echo import MAX_DELAY_MS, EchoAgent
-from talkwire.agents.server import AgentFactory, run_agent_server
+from talkwire.agents.server import AgentFactory, ServerSettings, run_agent_server
 from talkwire.agents.voice import require_voice_extra
 from talkwire.agents.voice.llm import LlmSettings
 from talkwire.errors import ConfigError
+from talkwire.internal_auth import add_secret_argument, load_secret, warn_if_exposed
 
 BUILTIN_AGENTS = ("echo", "voice")
 LLM_KEY_ENV = "TALKWIRE_LLM_API_KEY"
@@ -59,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MS",
         help=f"echo: play audio back this much later (0..{MAX_DELAY_MS}, default 0)",
     )
+    add_secret_argument(parser)
     voice = parser.add_argument_group("voice (needs talkwire[voice])")
     voice.add_argument(
         "--llm-url",
@@ -78,14 +80,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--delay-ms must be within 0..{MAX_DELAY_MS}")
     if args.workers < 0:
         raise ConfigError("--workers must be >= 0")
+    settings = ServerSettings(internal_secret=load_secret(args.internal_secret_file))
+    warn_if_exposed("the agent server", host, settings.internal_secret)
     if args.agent == "voice":
-        return uvloop.run(_serve_voice(host, port, args))
+        return uvloop.run(_serve_voice(host, port, settings, args))
     agents = builtin_agents(args.delay_ms)
     served = {args.agent: agents[args.agent]}
-    return uvloop.run(_serve(host, port, served))
+    return uvloop.run(_serve(host, port, settings, served))
 
 
-async def _serve_voice(host: str, port: int, args: argparse.Namespace) -> int:
+async def _serve_voice(
+    host: str, port: int, settings: ServerSettings, args: argparse.Namespace
+) -> int:
     require_voice_extra()
     # Only now: it imports the optional extra's packages.
     from talkwire.agents.voice.service import voice_agent_factory  # noqa: PLC0415
@@ -97,10 +103,12 @@ async def _serve_voice(host: str, port: int, args: argparse.Namespace) -> int:
         llm = LlmSettings(args.llm_url, args.llm_model, os.environ.get(LLM_KEY_ENV))
     # Models load before the ready line: the first call must not wait for them.
     async with voice_agent_factory(llm, workers=args.workers or None) as factory:
-        return await _serve(host, port, {"voice": factory})
+        return await _serve(host, port, settings, {"voice": factory})
 
 
-async def _serve(host: str, port: int, agents: Mapping[str, AgentFactory]) -> int:
+async def _serve(
+    host: str, port: int, settings: ServerSettings, agents: Mapping[str, AgentFactory]
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -110,7 +118,7 @@ async def _serve(host: str, port: int, agents: Mapping[str, AgentFactory]) -> in
         print(f"ready {url}", flush=True)
 
     try:
-        await run_agent_server(host, port, agents, on_ready=ready, stop=stop)
+        await run_agent_server(host, port, agents, settings=settings, on_ready=ready, stop=stop)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
     finally:

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from talkwire.internal_auth import bearer
 from talkwire.protocol.audio import FRAME_BYTES, FRAME_MS, PCM_FORMAT, RATE, SAMPLE_BYTES
 from talkwire.protocol.events import make_event
 
@@ -44,8 +45,11 @@ class Played:
 
 
 class LinkClient:
-    def __init__(self, url: str, session: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, url: str, session: dict[str, Any] | None = None, secret: str | None = None
+    ) -> None:
         self.url = url
+        self.secret = secret  # the agent server's internal secret, if it wants one
         self.session = {"type": "realtime", **(session or {})}
         audio = dict(self.session.get("audio") or {})
         for direction in ("input", "output"):
@@ -62,7 +66,7 @@ class LinkClient:
 
     async def connect(self, timeout: float = 30.0) -> dict[str, Any]:
         """Handshake; returns the agent's session.created, then audio starts flowing."""
-        self._http = aiohttp.ClientSession()
+        self._http = aiohttp.ClientSession(headers=bearer(self.secret))
         self._ws = await self._http.ws_connect(self.url, max_msg_size=4 * 1024 * 1024)
         await self._ws.send_str(json.dumps(make_event("session.update", session=self.session)))
         self._tasks.append(asyncio.create_task(self._receive()))

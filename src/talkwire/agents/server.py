@@ -29,6 +29,7 @@ from talkwire.agents.base import (
 )
 from talkwire.config import format_address
 from talkwire.errors import ProtocolError
+from talkwire.internal_auth import authorized, unauthorized
 from talkwire.protocol.audio import validate_pcm
 from talkwire.protocol.events import (
     MAX_EVENT_BYTES,
@@ -60,6 +61,8 @@ class ServerSettings:
     handshake_timeout: float = 10.0  # seconds from upgrade to session.update
     heartbeat: float | None = 20.0  # ping interval; a silent dead peer ends its call
     close_timeout: float = 2.0  # wait for the peer's close reply, then drop the connection
+    # Required from the transceiver before the upgrade (internal_auth); None: open.
+    internal_secret: str | None = None
 
 
 def _json_error(status: int, message: str, code: str) -> web.Response:
@@ -263,6 +266,9 @@ class _AgentService:
         self.calls: set[_CallConnection] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        secret = self.settings.internal_secret
+        if secret is not None and not authorized(request, secret):
+            return unauthorized()
         name = request.match_info["name"]
         factory = self.agents.get(name)
         if factory is None:

@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from talkwire.internal_auth import bearer
 from talkwire.rate_limit import RateLimiter
 from talkwire.registry.base import Registry
 from talkwire.signaling import client_secrets, demo
@@ -183,7 +184,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
 
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     st = app[STATE]
-    st.http = aiohttp.ClientSession()
+    st.http = aiohttp.ClientSession(headers=bearer(st.config.internal_secret))
     poller = HealthPoller(
         st.registry,
         st.config.transceivers,

@@ -14,8 +14,10 @@ from pathlib import Path
 import uvloop
 
 from talkwire.errors import ConfigError
+from talkwire.internal_auth import add_secret_argument, load_secret
 from talkwire.rate_limit import Rate
 from talkwire.registry.memory import MemoryRegistry
+from talkwire.secret_files import read_private, secret_lines
 from talkwire.signaling.config import SignalingConfig
 from talkwire.signaling.regions import RegionTable, parse_region_table
 from talkwire.signaling.server import parse_listen, start_signaling
@@ -34,7 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--api-key",
         action="append",
         default=[],
-        help=f"accepted API key (repeatable; default: ${API_KEY_ENV})",
+        help="accepted API key (repeatable; `ps` shows it: prefer --api-key-file or"
+        f" ${API_KEY_ENV})",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help="accepted API keys, one a line, # comments (mode 0600; read at start)",
     )
     parser.add_argument(
         "--transceiver",
@@ -68,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tls-cert", type=Path, metavar="PEM", help="serve HTTPS: certificate chain"
     )
     parser.add_argument("--tls-key", type=Path, metavar="PEM", help="serve HTTPS: its private key")
+    add_secret_argument(parser)
     parser.add_argument(
         "--rate-per-ip", default=DEFAULT_RATE_PER_IP, metavar="PER_S[/BURST]",
         help="POST requests per second (and burst) per client IP, or 'off'"
@@ -106,6 +115,11 @@ def _regions(path: Path | None, default_region: str | None) -> RegionTable:
 
 def config_from_args(args: argparse.Namespace) -> SignalingConfig:
     keys = list(args.api_key)
+    if args.api_key_file is not None:
+        from_file = secret_lines(read_private(args.api_key_file, "API key file"))
+        if not from_file:
+            raise ConfigError(f"API key file {args.api_key_file} holds no key")
+        keys += from_file
     if not keys and os.environ.get(API_KEY_ENV):
         keys = [os.environ[API_KEY_ENV]]
     models = _models(args.model)
@@ -125,6 +139,7 @@ def config_from_args(args: argparse.Namespace) -> SignalingConfig:
         rate_per_key=Rate.parse(args.rate_per_key),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        internal_secret=load_secret(args.internal_secret_file),
     )
 
 

@@ -43,6 +43,8 @@ class SignalingConfig:
     # HTTPS with this certificate chain and key (PEM); both or neither.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Sent to transceivers as Authorization: Bearer (internal_auth); None: none sent.
+    internal_secret: str | None = None
 
     def __post_init__(self) -> None:
         if not self.api_keys:

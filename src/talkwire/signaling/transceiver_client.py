@@ -50,6 +50,9 @@ async def create_call(
                 body = await _json(response)
             except ValueError:
                 body = None
+            if response.status == 401:
+                # Our configuration, not the client's request: try elsewhere, and say so.
+                raise TransceiverUnavailable(f"{info.id}: refused the internal secret (401)")
             if 400 <= response.status < 500:
                 raise passthrough_error(response.status, body)
             if response.status != 201:

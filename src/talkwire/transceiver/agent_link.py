@@ -69,6 +69,12 @@ class AgentLink:
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                 max_msg_size=4 * 1024 * 1024,
             )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 401:
+                raise AgentError(
+                    "agent_refused", f"agent at {self._url} refused the internal secret"
+                ) from exc
+            raise AgentError("agent_unreachable", f"agent at {self._url}: {exc}") from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise AgentError(
                 "agent_unreachable", f"agent at {self._url} unreachable: {exc}"

@@ -8,10 +8,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from talkwire.internal_auth import require_secret
 from talkwire.transceiver.sdp import MAX_OFFER_BYTES, OfferError
 from talkwire.transceiver.service import Transceiver, Unavailable
 
 TRANSCEIVER_KEY = web.AppKey("transceiver", Transceiver)
+# Probes: a load balancer or Prometheus needs no secret.
+OPEN_PATHS = frozenset({"/health", "/metrics"})
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -77,7 +80,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_transceiver_app(transceiver: Transceiver) -> web.Application:
-    app = web.Application(client_max_size=MAX_OFFER_BYTES + 16 * 1024)
+    auth = require_secret(transceiver.config.internal_secret, open_paths=OPEN_PATHS)
+    app = web.Application(
+        client_max_size=MAX_OFFER_BYTES + 16 * 1024, middlewares=[auth] if auth else []
+    )
     app[TRANSCEIVER_KEY] = transceiver
     app.router.add_post("/calls", create_call)
     app.router.add_post("/calls/{call_id}/hangup", hangup)

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from talkwire.config import format_address, parse_address
 from talkwire.errors import ConfigError
+from talkwire.internal_auth import add_secret_argument, load_secret, warn_if_exposed
 from talkwire.relay.config import parse_network
 from talkwire.relay.router import LOOPBACK
 from talkwire.route_token import Keyring
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--region", default="local")
     parser.add_argument("--id", help="transceiver id (default: random)")
+    add_secret_argument(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> TransceiverConfig:
@@ -72,6 +74,7 @@ def config_from_args(args: argparse.Namespace) -> TransceiverConfig:
         drain_timeout=args.drain_timeout,
         region=args.region,
         trusted_relays=tuple(parse_network(t) for t in args.trust) if args.trust else LOOPBACK,
+        internal_secret=load_secret(args.internal_secret_file),
     )
     if args.id:
         config.id = args.id
@@ -79,6 +82,7 @@ def config_from_args(args: argparse.Namespace) -> TransceiverConfig:
 
 
 async def serve(config: TransceiverConfig, api: tuple[str, int]) -> None:
+    warn_if_exposed("the transceiver API", api[0], config.internal_secret)
     transceiver = Transceiver(config)
     await transceiver.start()
     runner = web.AppRunner(make_transceiver_app(transceiver), access_log=None)

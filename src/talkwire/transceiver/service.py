@@ -15,6 +15,7 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from talkwire import route_token
+from talkwire.internal_auth import bearer
 from talkwire.relay.router import LOOPBACK, Network
 from talkwire.route_token import Keyring
 from talkwire.transceiver.demux import Address
@@ -47,6 +48,8 @@ class TransceiverConfig:
     # a burst of offers is answered a few at a time, and one past the queue is refused.
     concurrent_setups: int = 2
     queued_setups: int = 64
+    # Required from signaling on /calls*, sent to agents (internal_auth); None: open.
+    internal_secret: str | None = None
 
 
 class Unavailable(Exception):
@@ -112,7 +115,7 @@ class Transceiver:
 
     async def start(self) -> None:
         self._socket = await SharedSocket.bind(*self.config.udp_listen, self.config.trusted_relays)
-        self._http = aiohttp.ClientSession()
+        self._http = aiohttp.ClientSession(headers=bearer(self.config.internal_secret))
         self._measuring = asyncio.create_task(measure(self.load), name="load-gauge")
 
     @property
