@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import functools
 import hashlib
 import hmac
@@ -55,7 +56,7 @@ _SIZE_V6 = _PREFIX_SIZE + 16 + 2 + NONCE_SIZE + MAC_SIZE  # 36 -> 48 chars
 # Checked before any decoding: only the two lengths a token can have, only ice-chars.
 _UFRAG_STR = re.compile(r"[A-Za-z0-9+/]{32}|[A-Za-z0-9+/]{48}")
 _UFRAG_BYTES = re.compile(rb"[A-Za-z0-9+/]{32}|[A-Za-z0-9+/]{48}")
-_KEYRING_LINE = re.compile(r"(\d+)\s+([0-9A-Fa-f]+)(?:\s+(current))?")
+_KEYRING_LINE = re.compile(r"(\d+)\s+([0-9A-Fa-f]+)(?:\s+(current|until=(\S+)))?")
 
 
 def _derive(secret: bytes, label: bytes) -> bytes:
@@ -91,11 +92,14 @@ class _PrekeyedHmac:
 class Keyring:
     """Cluster secrets by key id; ``current`` mints, every listed id verifies.
 
+    ``until`` (unix seconds) ends a retired key's grace: ``live(now)`` drops
+    it, so calls minted before a rotation keep working until then.
     ``repr`` shows key ids only: a keyring in a log line must not leak a secret.
     """
 
     current: int
     keys: Mapping[int, bytes]
+    until: Mapping[int, float] = field(default_factory=dict)
     # Derived once here so that verify() costs one HMAC, not three.
     _macs: Mapping[int, _PrekeyedHmac] = field(init=False, repr=False, compare=False)
     _pwds: Mapping[int, _PrekeyedHmac] = field(init=False, repr=False, compare=False)
@@ -112,8 +116,13 @@ class Keyring:
                 )
         if self.current not in keys:
             raise ConfigError(f"keyring: current key id {self.current} has no secret")
+        if self.current in self.until:
+            raise ConfigError(f"keyring: the current key {self.current} cannot have an end")
+        if not set(self.until) <= set(keys):
+            raise ConfigError(f"keyring: an end for a key it lacks: {sorted(self.until)}")
         # Frozen: copy so a caller mutating its dict cannot desync the derived keys.
         object.__setattr__(self, "keys", MappingProxyType(keys))
+        object.__setattr__(self, "until", MappingProxyType(dict(self.until)))
         macs = {k: _PrekeyedHmac(_derive(s, _MAC_LABEL)) for k, s in keys.items()}
         pwds = {k: _PrekeyedHmac(_derive(s, _PWD_LABEL)) for k, s in keys.items()}
         object.__setattr__(self, "_macs", macs)
@@ -122,10 +131,34 @@ class Keyring:
     def __repr__(self) -> str:
         return f"Keyring(current={self.current}, key_ids={sorted(self.keys)})"
 
+    def live(self, now: float) -> Keyring:
+        """This keyring without the retired keys whose grace ended by ``now``."""
+        ended = {k for k, end in self.until.items() if end <= now}
+        if not ended:
+            return self
+        keys = {k: s for k, s in self.keys.items() if k not in ended}
+        until = {k: end for k, end in self.until.items() if k not in ended}
+        return Keyring(self.current, keys, until)
+
+    def rotated(self, key_id: int, secret: bytes, grace_s: float, now: float) -> Keyring:
+        """``key_id`` becomes current; the old current key is accepted ``grace_s`` more.
+
+        Keys still in an earlier grace keep it; a retired key with no end (the
+        older two-key format) retires now, as a rotation always retired it.
+        """
+        if key_id == self.current:
+            raise ConfigError(f"key id {key_id} is already the current key")
+        old = self.live(now)
+        until = {k: end for k, end in old.until.items() if k != key_id}
+        until[old.current] = now + grace_s
+        keys = {k: old.keys[k] for k in until} | {key_id: secret}
+        return Keyring(key_id, keys, until)
+
     @classmethod
     def from_text(cls, text: str, source: str = "<keyring>") -> Keyring:
         """Parse the keyring file format; ConfigError names ``source`` and the line."""
         keys: dict[int, bytes] = {}
+        until: dict[int, float] = {}
         current: list[int] = []
         for lineno, raw in enumerate(text.splitlines(), start=1):
             line = raw.partition("#")[0].strip()
@@ -134,7 +167,9 @@ class Keyring:
             where = f"{source}:{lineno}"
             match = _KEYRING_LINE.fullmatch(line)
             if match is None:
-                raise ConfigError(f"{where}: expected '<key-id> <hex secret> [current]'")
+                raise ConfigError(
+                    f"{where}: expected '<key-id> <hex secret> [current | until=<UTC time>]'"
+                )
             key_id = int(match[1])
             if not 0 <= key_id <= MAX_KEY_ID:
                 raise ConfigError(f"{where}: key id {key_id} out of range 0..{MAX_KEY_ID}")
@@ -148,13 +183,15 @@ class Keyring:
                     f"{where}: secret is {len(secret)} bytes, needs >= {MIN_SECRET_BYTES}"
                 )
             keys[key_id] = secret
-            if match[3]:
+            if match[4] is not None:
+                until[key_id] = _parse_utc(match[4], where)
+            elif match[3]:
                 current.append(key_id)
         if len(current) != 1:
             raise ConfigError(
                 f"{source}: exactly one key must be marked 'current' (found {len(current)})"
             )
-        return cls(current[0], keys)
+        return cls(current[0], keys, until)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Keyring:
@@ -168,11 +205,30 @@ class Keyring:
 
     def to_text(self) -> str:
         """The keyring file text; ``from_text``/``from_file`` read it back."""
-        lines = ["# key-id  secret (hex, >= 32 bytes)  [current]"]
+        lines = ["# key-id  secret (hex, >= 32 bytes)  [current | until=<UTC time>]"]
         for key_id in sorted(self.keys):
-            mark = "  current" if key_id == self.current else ""
+            mark = ""
+            if key_id == self.current:
+                mark = "  current"
+            elif key_id in self.until:
+                mark = "  until=" + _format_utc(self.until[key_id])
             lines.append(f"{key_id}  {self.keys[key_id].hex()}{mark}")
         return "\n".join(lines) + "\n"
+
+
+def _parse_utc(text: str, where: str) -> float:
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.utcoffset() != datetime.timedelta(0):
+        raise ConfigError(f"{where}: until= wants a UTC time like 2026-12-07T18:00:00Z")
+    return moment.timestamp()
+
+
+def _format_utc(unix_s: float) -> str:
+    moment = datetime.datetime.fromtimestamp(int(unix_s), datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import argparse
 import re
+import time
 
 from talkwire import route_token
 from talkwire.config import format_address, parse_address
 from talkwire.errors import ConfigError, TokenError
 from talkwire.secret_files import write_private
+
+# A call lasts at most signaling's call TTL (6 h); a token minted just before a
+# rotation must verify at a restarted relay until then.
+DEFAULT_GRACE = "7h"
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,11 +40,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inspect.add_argument("--keyring", metavar="FILE", help="check the MAC with this keyring")
 
     keygen = sub.add_parser("keygen", help="print a new keyring file")
-    keygen.add_argument("--key-id", default="1", metavar="N", help="key id 0..15 (default 1)")
+    keygen.add_argument(
+        "--key-id", metavar="N", help="key id 0..15 (default 1; with --rotate the next one)"
+    )
     keygen.add_argument(
         "--rotate",
         metavar="FILE",
-        help="keep FILE's current key as the previous one and add a new current key",
+        help="add a new current key to FILE's keys; the old current one is accepted for --grace",
+    )
+    keygen.add_argument(
+        "--grace",
+        default=DEFAULT_GRACE,
+        metavar="DURATION",
+        help="how long the retired key stays accepted, e.g. 90m, 6h, 1d (default"
+        f" {DEFAULT_GRACE}: a call minted before the rotation may last that long)",
     )
     keygen.add_argument(
         "--out",
@@ -98,15 +113,29 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_duration(text: str, what: str) -> float:
+    """Seconds in ``90``, ``90s``, ``30m``, ``6h`` or ``1d``."""
+    match = re.fullmatch(r"(\d{1,7})([smhd]?)", text.strip())
+    if match is None:
+        raise ConfigError(f"{what}: expected a duration like 90m, 6h or 1d, got {text!r}")
+    return float(int(match[1]) * _DURATION_UNITS[match[2] or "s"])
+
+
 def _keygen(args: argparse.Namespace) -> int:
-    key_id = _int_option("key id", args.key_id, route_token.MAX_KEY_ID)
-    keyring = route_token.Keyring.generate(key_id)
-    if args.rotate is not None:
+    if args.rotate is None:
+        keyring = route_token.Keyring.generate(
+            _int_option("key id", args.key_id or "1", route_token.MAX_KEY_ID)
+        )
+    else:
         old = route_token.Keyring.from_file(args.rotate)
+        # The next id by default, so rotating again and again needs no bookkeeping.
+        next_id = str((old.current + 1) % (route_token.MAX_KEY_ID + 1))
+        key_id = _int_option("key id", args.key_id or next_id, route_token.MAX_KEY_ID)
         if key_id == old.current:
             raise ConfigError(f"key id {key_id} is already the current key of {args.rotate}")
-        keys = {old.current: old.keys[old.current], key_id: keyring.keys[key_id]}
-        keyring = route_token.Keyring(key_id, keys)
+        fresh = route_token.Keyring.generate(key_id).keys[key_id]
+        grace_s = parse_duration(args.grace, "--grace")
+        keyring = old.rotated(key_id, fresh, grace_s, time.time())
     if args.out is None:
         print(keyring.to_text(), end="")
     else:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import random
+import secrets
+import select
 import socket
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,9 +16,12 @@ import pytest
 
 from talkwire import route_token, stun
 from talkwire.encap import HEADER_SIZE, pack_header, unpack_header
+from talkwire.secret_files import write_private
 
 DTLS = bytes([22, 0xFE, 0xFD]) + b"client hello" + bytes(20)
 RTP = bytes([0x80, 111, 0, 1]) + b"opus frame" + bytes(40)
+# Loopback forwarding takes well under a millisecond; silence this long is a drop.
+FIRST_PACKET_WAIT_S = 0.5
 
 Relay = Any  # conftest.RelayProcess
 Start = Callable[..., Relay]
@@ -61,6 +67,49 @@ def test_stun_opens_flow_then_dtls_rtp_and_return_path(
     assert relay.metric("talkwire_relay_packets_total", direction="to_client") == 1
     assert relay.metric("talkwire_relay_flows_created_total", source="stun") == 1
     assert relay.metric("talkwire_relay_flows") == 1
+
+
+def test_a_rotated_keyring_is_taken_live_and_the_old_key_ends_with_its_grace(
+    relay_start: Start,
+    relay_udp: Udp,
+    relay_keyring: KeyringFixture,
+    relay_stun: Callable[..., bytes],
+) -> None:
+    old, path = relay_keyring
+    relay = relay_start(workers=2)  # each worker must take it
+    transceiver = relay_udp()
+    to = transceiver.getsockname()
+
+    def opens_a_flow(keyring: route_token.Keyring) -> bool:
+        client = relay_udp()  # a new client: only its first packet is checked
+        client.sendto(relay_stun(route_token.mint(keyring, 0, to)), relay.public[0])
+        readable, _, _ = select.select([transceiver], [], [], FIRST_PACKET_WAIT_S)
+        return bool(readable) and receive_forwarded(transceiver)[0] == client.getsockname()
+
+    live = relay_udp()  # a call from before the rotation
+    live.sendto(relay_stun(route_token.mint(old, 0, to)), relay.public[0])
+    receive_forwarded(transceiver)
+
+    grace_s = 3.0
+    new = old.rotated(2, secrets.token_bytes(32), grace_s, now=time.time())
+    write_private(path, new.to_text())
+    relay.wait_metric("talkwire_relay_keyring_current_key", lambda v: v == 2 * 2)
+    assert relay.metric("talkwire_relay_keyring_reloads_total", result="ok") == 2
+    assert opens_a_flow(new) and opens_a_flow(old)  # both keys, during the grace
+
+    relay.wait_metric("talkwire_relay_keyring_keys", lambda v: v == 2 * 1, timeout=grace_s + 10)
+    drops = relay.metric("talkwire_relay_drops_total", reason="unknown_key")
+    assert not opens_a_flow(old)
+    assert relay.metric("talkwire_relay_drops_total", reason="unknown_key") == drops + 1
+    assert opens_a_flow(new)
+    live.sendto(RTP, relay.public[0])  # flows are not re-checked: the old call goes on
+    assert receive_forwarded(transceiver)[:3] == (live.getsockname(), 0, RTP)
+
+    path.write_text("1 nothex current\n")  # a bad edit: refused, the keys in use stay
+    relay.wait_metric("talkwire_relay_keyring_reloads_total", lambda v: v == 2, result="error")
+    assert relay.metric("talkwire_relay_keyring_current_key") == 2 * 2
+    assert opens_a_flow(new)
+    assert "keyring not reloaded" in relay.log() and new.keys[2].hex() not in relay.log()
 
 
 def test_ipv6_listener(

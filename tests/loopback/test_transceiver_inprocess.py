@@ -11,11 +11,13 @@ import contextlib
 import gc
 import json
 import os
+import re
 import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import aioice.stun
@@ -29,6 +31,7 @@ from talkwire.client import CLIENT_RATE, CallFailed, RealtimeCall, tone
 from talkwire.internal_auth import bearer
 from talkwire.registry.memory import MemoryRegistry
 from talkwire.route_token import Keyring
+from talkwire.secret_files import write_private
 from talkwire.signaling.config import SignalingConfig
 from talkwire.signaling.server import RunningSignaling, start_signaling
 from talkwire.signaling.state import STATE
@@ -322,6 +325,47 @@ async def test_an_agent_that_refuses_the_secret_ends_the_call_with_that_reason(
         ended = {s.labels["reason"]: s.value for s in samples if s.name.endswith("_total")}
         assert ended == {"agent_refused": 1}
         await client.close()
+    finally:
+        await transceiver.stop()
+
+
+async def test_a_rotated_keyring_signs_the_next_calls_without_a_restart(
+    stack: Stack, tmp_path: Path
+) -> None:
+    path = tmp_path / "keyring"
+    old = Keyring.from_file(stack.keyring_path)
+    write_private(path, old.to_text())
+    config = TransceiverConfig(
+        keyring=old,
+        keyring_path=str(path),
+        public_addresses=[stack.relay_address],
+        internal_secret=stack.internal_secret,
+    )
+    transceiver = Transceiver(config)
+    await transceiver.start()
+
+    async def key_of_next_call(call_id: str) -> int:
+        client = RealtimeCall("http://unused", "unused")
+        call = await transceiver.create_call(call_id, await client.offer(), {}, stack.agent_url)
+        assert call.answer_sdp is not None
+        ufrag = re.search(r"a=ice-ufrag:(\S+)", call.answer_sdp)
+        assert ufrag is not None
+        await transceiver.hangup(call_id)
+        await client.close()
+        return route_token.decode_unverified(ufrag[1]).key_id
+
+    try:
+        assert await key_of_next_call("rtc_before") == old.current
+        write_private(path, old.rotated(old.current + 1, b"\x07" * 32, 60, time.time()).to_text())
+        current = transceiver.metrics.keyring_current
+        for _ in range(100):  # 10 s: the watcher polls once a second
+            if current._value.get() == old.current + 1:
+                break
+            await asyncio.sleep(0.1)  # the watcher's own schedule
+        assert await key_of_next_call("rtc_after") == old.current + 1
+        reloads = transceiver.metrics.keyring_reloads
+        assert reloads.labels("ok")._value.get() == 1
+        assert reloads.labels("error")._value.get() == 0
     finally:
         await transceiver.stop()
 

@@ -457,3 +457,32 @@ def test_fuzz_round_trip(
     host = str(mapped or ip)
     assert len(ufrag) == (32 if ip.version == 4 or mapped else 48)
     assert route_token.verify(ring, ufrag) == RouteToken(1, 1, cluster, (host, port), nonce)
+
+
+def test_a_retired_key_verifies_until_its_grace_ends_and_survives_the_file() -> None:
+    old = Keyring(1, {1: SECRET_1})
+    issued = route_token.mint(old, 3, ("10.0.0.1", 4000))
+    rotated = old.rotated(2, SECRET_2, grace_s=60, now=1_000_000)
+    assert rotated.current == 2 and rotated.until == {1: 1_000_060}
+    again = Keyring.from_text(rotated.to_text())
+    assert again.until == {1: 1_000_060} and "until=1970-01-12T13:47:40Z" in rotated.to_text()
+    assert route_token.verify(again.live(1_000_059), issued).key_id == 1
+    ended = again.live(1_000_060)
+    assert sorted(ended.keys) == [2] and ended.until == {}
+    with pytest.raises(TokenError, match="unknown key id 1"):
+        route_token.verify(ended, issued)
+    assert ended.live(2_000_000) is ended  # nothing to drop: the same keyring
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (f"1 {SECRET_1.hex()} until=2026-12-07T18:00:00Z\n", "exactly one key"),
+        (f"1 {SECRET_1.hex()} current\n2 {SECRET_2.hex()} until=tomorrow\n", "UTC time"),
+        (f"1 {SECRET_1.hex()} current\n2 {SECRET_2.hex()} until=2026-12-07T18:00\n", "UTC"),
+        (f"1 {SECRET_1.hex()} current until=2026-12-07T18:00:00Z\n", "expected"),
+    ],
+)
+def test_a_bad_until_is_refused_with_its_line(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Keyring.from_text(text, source="ring")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -234,6 +235,34 @@ def test_keygen_rotate(capsys: pytest.CaptureFixture[str], ring_file: Path) -> N
 
     code, _, err = run(capsys, "keygen", "--key-id", "2", "--rotate", str(ring_file))
     assert code == 2 and "already the current key" in err
+
+
+def test_keygen_rotate_twice_gives_each_retired_key_its_own_grace(
+    capsys: pytest.CaptureFixture[str], ring_file: Path
+) -> None:
+    first = Keyring.from_file(ring_file)  # current 2
+    before = time.time()
+    code, _, _ = run(
+        capsys, "keygen", "--rotate", str(ring_file), "--grace", "90m", "--out", str(ring_file)
+    )
+    assert code == 0
+    second = Keyring.from_file(ring_file)
+    assert second.current == 3  # the next id when none is named
+    assert before + 5400 - 1 <= second.until[2] <= time.time() + 5400
+    code, _, _ = run(capsys, "keygen", "--rotate", str(ring_file), "--out", str(ring_file))
+    third = Keyring.from_file(ring_file)
+    assert third.current == 4 and sorted(third.until) == [2, 3]
+    assert third.until[2] == pytest.approx(second.until[2], abs=1)  # kept, not extended
+    assert third.until[3] >= before + 7 * 3600 - 1  # the default grace outlasts a call
+    assert route_token.verify(third, route_token.mint(first, 1, ("10.0.0.1", 9))).key_id == 2
+    assert sorted(third.live(third.until[2] + 1).keys) == [3, 4]
+
+
+@pytest.mark.parametrize("grace", ["soon", "-5m", "6w", "1.5h"])
+def test_keygen_bad_grace(capsys: pytest.CaptureFixture[str], ring_file: Path, grace: str) -> None:
+    code, out, err = run(capsys, "keygen", "--rotate", str(ring_file), f"--grace={grace}")
+    assert code == 2 and out == ""
+    assert "--grace: expected a duration like 90m" in err
 
 
 def test_console_script_inspect(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from talkwire.keyring_watch import KeyringWatch
 from talkwire.relay.router import Drop, FlowSource, Router
 
 
@@ -27,6 +28,10 @@ class Slot(enum.IntEnum):
     FLOWS = 4
     FLOWS_EXPIRED = 5
     PEER_SYNC_ERRORS = 6
+    KEYRING_CURRENT = 7
+    KEYRING_RELOADS = 8
+    KEYRING_ERRORS = 9
+    KEYRING_KEYS = 10
 
 
 CREATED_BASE = len(Slot)
@@ -39,8 +44,15 @@ DIRECTIONS = (
 )
 
 
-def publish_router(row: MutableSequence[int], router: Router, peer_errors: int) -> None:
+def publish_router(
+    row: MutableSequence[int], router: Router, peer_errors: int, keys: KeyringWatch | None = None
+) -> None:
     """Copy the router's slow-path counters into a worker's row (not per packet)."""
+    row[Slot.KEYRING_CURRENT] = router.keyring.current
+    row[Slot.KEYRING_KEYS] = len(router.keyring.keys)
+    if keys is not None:
+        row[Slot.KEYRING_RELOADS] = keys.reloads
+        row[Slot.KEYRING_ERRORS] = keys.errors
     row[Slot.FLOWS] = len(router.table)
     row[Slot.FLOWS_EXPIRED] = router.table.expired
     row[Slot.PEER_SYNC_ERRORS] = peer_errors
@@ -85,6 +97,21 @@ class RelayCollector(Collector):
             "Flow announcements to sibling workers that could not be sent",
             labels=["worker"],
         )
+        keyring_current = GaugeMetricFamily(
+            "talkwire_relay_keyring_current_key",
+            "Key id new route tokens are expected to carry (the keyring's current key)",
+            labels=["worker"],
+        )
+        keyring_keys = GaugeMetricFamily(
+            "talkwire_relay_keyring_keys",
+            "Keys a first packet may be signed with (current and those in their grace)",
+            labels=["worker"],
+        )
+        keyring_reloads = CounterMetricFamily(
+            "talkwire_relay_keyring_reloads",
+            "Keyring file changes: taken (ok) or refused and the old keys kept (error)",
+            labels=["worker", "result"],
+        )
         for index, row in enumerate(self._rows):
             worker = str(index)
             for direction, packet_slot, byte_slot in DIRECTIONS:
@@ -93,6 +120,10 @@ class RelayCollector(Collector):
             flows.add_metric([worker], row[Slot.FLOWS])
             expired.add_metric([worker], row[Slot.FLOWS_EXPIRED])
             sync_errors.add_metric([worker], row[Slot.PEER_SYNC_ERRORS])
+            keyring_current.add_metric([worker], row[Slot.KEYRING_CURRENT])
+            keyring_keys.add_metric([worker], row[Slot.KEYRING_KEYS])
+            keyring_reloads.add_metric([worker, "ok"], row[Slot.KEYRING_RELOADS])
+            keyring_reloads.add_metric([worker, "error"], row[Slot.KEYRING_ERRORS])
             for source in FlowSource:
                 created.add_metric([worker, source.label], row[CREATED_BASE + source])
             for reason in Drop:
@@ -100,3 +131,4 @@ class RelayCollector(Collector):
         alive = GaugeMetricFamily("talkwire_relay_workers_alive", "Worker processes running")
         alive.add_metric([], sum(self._alive()))
         yield from (packets, octets, flows, created, expired, drops, sync_errors, alive)
+        yield from (keyring_current, keyring_keys, keyring_reloads)

@@ -277,6 +277,14 @@ class Router:
             return Drop.RATE_LIMITED
         return self._create(client, ingress, hop, now, FlowSource.STUN)
 
+    def set_keyring(self, keyring: route_token.Keyring) -> None:
+        """Verify with ``keyring`` from the next first packet on; live flows are untouched."""
+        self._keyring = keyring
+
+    @property
+    def keyring(self) -> route_token.Keyring:
+        return self._keyring
+
     def _token_failure(self, ufrag: bytes) -> Drop:
         # Only on the failure path: tell apart garbage, an unknown key and a forgery.
         try:

@@ -30,6 +30,7 @@ from typing import Any, TextIO, cast
 
 from talkwire.config import format_address
 from talkwire.errors import ConfigError
+from talkwire.keyring_watch import KeyringWatch
 from talkwire.relay.config import RelayConfig
 from talkwire.relay.flows import FlowTable
 from talkwire.relay.metrics import SLOTS
@@ -114,7 +115,7 @@ def _worker_main(
     )
     plan.ready.close()
     try:
-        forward(socks, router, stop_r, row)
+        forward(socks, router, stop_r, row, keys=KeyringWatch(config.keyring_path, keyring))
     finally:
         socks.close()
 

@@ -33,6 +33,7 @@ from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass, field
 
 from talkwire.encap import HEADER_SIZE
+from talkwire.keyring_watch import KeyringWatch
 from talkwire.relay import mmsg
 from talkwire.relay.flows import (
     FLOW_SIZE,
@@ -263,18 +264,21 @@ def forward(
     max_connected_hops: int = DEFAULT_CONNECTED_HOPS,
     clock: Callable[[], float] = time.monotonic,
     batch: int | None = None,
+    keys: KeyringWatch | None = None,
 ) -> None:
     """Forward until ``stop_fd`` is readable (a byte written, or EOF when its writer dies).
 
     ``row`` receives the counters (see ``metrics.Slot``); every ``tick`` seconds
     the flow table is swept for idle flows. ``batch``: datagrams per system
     call (default ``DEFAULT_BATCH``); 1, or a platform without recvmmsg, means
-    one ``recvfrom_into``/``send`` per datagram.
+    one ``recvfrom_into``/``send`` per datagram. ``keys``, polled on the same
+    tick, hands the router each new keyring (a rotation, or a grace that ended).
     """
     size = DEFAULT_BATCH if batch is None else batch
     if not 1 <= size <= MAX_BATCH:
         raise ValueError(f"batch must be in 1..{MAX_BATCH}")
     loop = _Loop(socks, router, stop_fd, row, tick, drain_limit, max_connected_hops, clock)
+    loop.keys = keys
     try:
         loop.run(size if mmsg.AVAILABLE else 1)
     finally:
@@ -337,6 +341,7 @@ class _Loop:
         self.to_t_packets = self.to_t_bytes = self.to_c_packets = self.to_c_bytes = 0
         # Sources seen on the bound internal socket, by sockaddr key (batched).
         self.sources: dict[bytes, Address] = {}
+        self.keys: KeyringWatch | None = None
 
     def close(self) -> None:
         self.epoll.close()
@@ -370,13 +375,15 @@ class _Loop:
                 table.sweep(now)
                 next_tick = now + self.tick
                 self.slow = True
+                if self.keys is not None and self.keys.poll(now):
+                    router.set_keyring(self.keys.keyring)
             if row is not None:
                 row[Slot.TO_TRANSCEIVER_PACKETS] = self.to_t_packets
                 row[Slot.TO_TRANSCEIVER_BYTES] = self.to_t_bytes
                 row[Slot.TO_CLIENT_PACKETS] = self.to_c_packets
                 row[Slot.TO_CLIENT_BYTES] = self.to_c_bytes
                 if self.slow:
-                    publish_router(row, router, self.announcer.errors)
+                    publish_router(row, router, self.announcer.errors, self.keys)
 
     def prepare(self, batch: int) -> tuple[Callable[[int], None], Callable[[int], None]]:
         """Allocate the buffers; returns the (public, internal) socket drains."""

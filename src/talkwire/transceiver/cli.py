@@ -53,10 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TransceiverConfig:
-    try:
-        keyring = Keyring.from_file(args.keyring)
-    except OSError as exc:
-        raise ConfigError(f"cannot read keyring {args.keyring!r}: {exc.strerror}") from None
+    keyring = Keyring.from_file(args.keyring)
     if not 0 <= args.cluster <= 255:
         raise ConfigError(f"cluster {args.cluster} out of range 0..255")
     if args.capacity < 1:
@@ -75,6 +72,7 @@ def config_from_args(args: argparse.Namespace) -> TransceiverConfig:
         region=args.region,
         trusted_relays=tuple(parse_network(t) for t in args.trust) if args.trust else LOOPBACK,
         internal_secret=load_secret(args.internal_secret_file),
+        keyring_path=args.keyring,
     )
     if args.id:
         config.id = args.id

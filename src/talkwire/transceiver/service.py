@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from talkwire import route_token
 from talkwire.internal_auth import bearer
+from talkwire.keyring_watch import POLL_INTERVAL_S, KeyringWatch
 from talkwire.relay.router import LOOPBACK, Network
 from talkwire.route_token import Keyring
 from talkwire.transceiver.demux import Address
@@ -50,6 +51,8 @@ class TransceiverConfig:
     queued_setups: int = 64
     # Required from signaling on /calls*, sent to agents (internal_auth); None: open.
     internal_secret: str | None = None
+    # The keyring's file: polled, so a rotation reaches new calls without a restart.
+    keyring_path: str | None = None
 
 
 class Unavailable(Exception):
@@ -95,6 +98,15 @@ class Metrics:
             "talkwire_transceiver_udp_packets", "Shared socket counters", ["counter"],
             registry=self.registry,
         )  # fmt: skip
+        self.keyring_current = Gauge(
+            "talkwire_transceiver_keyring_current_key", "Key id new route tokens carry",
+            registry=self.registry,
+        )  # fmt: skip
+        self.keyring_reloads = Counter(
+            "talkwire_transceiver_keyring_reloads",
+            "Keyring file changes: taken (ok) or refused and the old keys kept (error)",
+            ["result"], registry=self.registry,
+        )  # fmt: skip
 
 
 class Transceiver:
@@ -112,11 +124,27 @@ class Transceiver:
         self._setups = asyncio.Semaphore(config.concurrent_setups)
         self._queued_setups = 0
         self._measuring: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._socket = await SharedSocket.bind(*self.config.udp_listen, self.config.trusted_relays)
         self._http = aiohttp.ClientSession(headers=bearer(self.config.internal_secret))
         self._measuring = asyncio.create_task(measure(self.load), name="load-gauge")
+        self.metrics.keyring_current.set(self.config.keyring.current)
+        if self.config.keyring_path is not None:
+            watch = KeyringWatch(self.config.keyring_path, self.config.keyring)
+            self._watching = asyncio.create_task(self._watch_keyring(watch), name="keyring")
+
+    async def _watch_keyring(self, watch: KeyringWatch) -> None:
+        reloads = errors = 0
+        while True:
+            await asyncio.sleep(POLL_INTERVAL_S)
+            if watch.poll(time.monotonic()):
+                self.config.keyring = watch.keyring  # the next mint uses it
+                self.metrics.keyring_current.set(watch.keyring.current)
+            self.metrics.keyring_reloads.labels("ok").inc(watch.reloads - reloads)
+            self.metrics.keyring_reloads.labels("error").inc(watch.errors - errors)
+            reloads, errors = watch.reloads, watch.errors
 
     @property
     def udp_address(self) -> Address:
@@ -258,10 +286,11 @@ class Transceiver:
             log.warning("drain deadline reached with %d calls", len(self.calls))
 
     async def stop(self) -> None:
-        if self._measuring is not None:
-            self._measuring.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._measuring
+        for task in (self._measuring, self._watching):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for call in list(self.calls.values()):
             call.end("shutdown")
         if self._supervisors:
