@@ -1205,6 +1205,57 @@ def test_demo_helpers(tmp_path: Path) -> None:
     assert resolve_static(tmp_path, "link/hostname") is None
 
 
+async def _raw_request(server: RunningSignaling, head: bytes) -> bytes:
+    """Send ``head`` on a fresh connection; the one response to it, or b"" if it closes first."""
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        async with asyncio.timeout(10):  # a bound, not an expectation
+            try:
+                headers = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                return exc.partial
+            length = re.search(rb"(?i)content-length: *(\d+)", headers)
+            return headers + await reader.readexactly(int(length[1]) if length else 0)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/v1/realtime/calls", "application/sdp"),
+        ("/v1/realtime/calls", "multipart/form-data; boundary=b"),
+        ("/v1/realtime/client_secrets", "application/json"),
+    ],
+)
+async def test_a_body_that_does_not_arrive_in_time_gets_408(
+    start: Start, path: str, content_type: str
+) -> None:
+    server = await start(body_timeout_s=0.3)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: 1000\r\n\r\n--b\r\n"
+    )
+    answer = await _raw_request(server, head.encode())
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 408"), answer
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["error"]["code"] == "request_timeout"
+    assert "0.3 s" in body["error"]["message"]
+
+
+async def test_headers_that_do_not_arrive_in_time_lose_the_connection_and_no_one_else_does(
+    start: Start, http: aiohttp.ClientSession
+) -> None:
+    server = await start(header_timeout_s=0.3)
+    slow = asyncio.create_task(_raw_request(server, b"POST /v1/realtime/calls HTTP/1.1\r\nHo"))
+    async with http.get(server.url + "/healthz") as response:  # meanwhile, others are served
+        assert response.status == 200
+    assert await slow == b""  # closed, unanswered
+
+
 # --- the command -------------------------------------------------------------
 
 

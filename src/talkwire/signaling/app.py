@@ -25,7 +25,7 @@ from talkwire.signaling.calls import handle_create, handle_hangup
 from talkwire.signaling.config import SignalingConfig
 from talkwire.signaling.errors import SERVER_ERROR, ApiError, bad_request, error_response
 from talkwire.signaling.health import HealthPoller
-from talkwire.signaling.offer import too_large
+from talkwire.signaling.offer import read_within, too_large
 from talkwire.signaling.placement import accepts_calls, is_healthy
 from talkwire.signaling.state import STATE, SignalingState, state
 
@@ -134,7 +134,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def _read_json(request: web.Request) -> Any:
-    raw = await request.read()
+    raw = await read_within(request.read(), state(request).config.body_timeout_s)
     if not raw.strip():
         return None
     try:

@@ -65,7 +65,7 @@ async def _create(request: web.Request, st: SignalingState) -> web.Response:
     principal = await authenticate(
         request.headers.get("Authorization"), config.api_keys, st.registry
     )
-    text, session_json = await read_offer(request, config.max_body_bytes)
+    text, session_json = await read_offer(request, config.max_body_bytes, config.body_timeout_s)
     sdp = validate_offer(text)
     requested = normalize_session(session_json)
     # Pre-GA clients name the model in the query string.

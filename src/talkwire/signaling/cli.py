@@ -71,6 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-body-bytes", type=int, default=64 * 1024, help="largest accepted request body"
     )
+    parser.add_argument(
+        "--header-timeout", type=float, default=10.0, metavar="S",
+        help="seconds a connection may take to send a request's headers, or stay idle",
+    )  # fmt: skip
+    parser.add_argument(
+        "--body-timeout", type=float, default=10.0, metavar="S",
+        help="seconds a request's body may take to arrive (408 after)",
+    )  # fmt: skip
     parser.add_argument("--demo-dir", type=Path, help="serve the demo page from DIR")
     parser.add_argument(
         "--tls-cert", type=Path, metavar="PEM", help="serve HTTPS: certificate chain"
@@ -134,6 +142,8 @@ def config_from_args(args: argparse.Namespace) -> SignalingConfig:
         regions=_regions(args.region_table, args.default_region),
         cors_origins=tuple(args.cors_origin) or ("*",),
         max_body_bytes=args.max_body_bytes,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
         demo_dir=args.demo_dir,
         rate_per_ip=Rate.parse(args.rate_per_ip),
         rate_per_key=Rate.parse(args.rate_per_key),

@@ -31,6 +31,10 @@ class SignalingConfig:
     regions: RegionTable = field(default_factory=RegionTable)
     cors_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = 64 * 1024
+    # A request's headers must arrive within header_timeout_s of connecting (or of the
+    # last response: it is also the keep-alive idle limit), its body within body_timeout_s.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
     call_ttl_s: float = 6 * 3600.0
     transceiver_timeout_s: float = 5.0
     health_interval_s: float = 1.0
@@ -75,6 +79,8 @@ class SignalingConfig:
             "transceiver_timeout_s",
             "health_interval_s",
             "health_max_age_s",
+            "header_timeout_s",
+            "body_timeout_s",
         ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive")

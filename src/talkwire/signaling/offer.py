@@ -7,13 +7,17 @@ optional ``session`` part (JSON), which is what the openai SDK sends.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.web_request import FileField
 
 from talkwire.signaling.errors import ApiError, bad_request
+
+T = TypeVar("T")
 
 SDP_TYPE = "application/sdp"
 MULTIPART_TYPE = "multipart/form-data"
@@ -65,7 +69,19 @@ def parse_session(text: str) -> Any:
         ) from None
 
 
-async def read_offer(request: web.Request, max_bytes: int) -> tuple[str, Any]:
+async def read_within(body: Awaitable[T], timeout_s: float) -> T:
+    """``body`` (a read of the request body), or 408 if it takes longer than ``timeout_s``:
+    a client trickling its body must not hold a connection and a handler forever."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await body
+    except TimeoutError:
+        raise ApiError(
+            408, "request_timeout", f"The request body did not arrive within {timeout_s:g} s."
+        ) from None
+
+
+async def read_offer(request: web.Request, max_bytes: int, timeout_s: float) -> tuple[str, Any]:
     """(offer text, session JSON or None). Oversize bodies are refused from
     Content-Length before reading, and by aiohttp's size cap while reading."""
     if request.content_length is not None and request.content_length > max_bytes:
@@ -73,13 +89,13 @@ async def read_offer(request: web.Request, max_bytes: int) -> tuple[str, Any]:
     content_type = request.content_type
     if content_type == SDP_TYPE:
         try:
-            raw = await request.read()
+            raw = await read_within(request.read(), timeout_s)
         except web.HTTPRequestEntityTooLarge:
             raise too_large(max_bytes) from None
         return _text(raw, "sdp"), None
     if content_type == MULTIPART_TYPE:
         try:
-            form = await request.post()
+            form = await read_within(request.post(), timeout_s)
         except web.HTTPRequestEntityTooLarge:
             raise too_large(max_bytes) from None
         except ValueError:

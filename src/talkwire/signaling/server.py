@@ -91,7 +91,11 @@ async def start_signaling(
         tls = tls_context(config.tls_cert, config.tls_key)  # before binding: fail early
     sock = _bind(host, port)
     app = make_signaling_app(config, registry, clock=clock, rng=rng)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # aiohttp's keep-alive timer runs from connect until a request's headers are in,
+    # so it is also the header deadline (a slow-headers client is dropped at it).
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, keepalive_timeout=config.header_timeout_s
+    )
     try:
         await runner.setup()
         site = web.SockSite(runner, sock, ssl_context=tls)
