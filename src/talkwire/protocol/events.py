@@ -208,15 +208,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def parse_event(text: str | bytes) -> dict[str, Any]:
+def parse_event(text: str | bytes, max_bytes: int = MAX_EVENT_BYTES) -> dict[str, Any]:
     """Decode one text frame into an event dict; ProtocolError for anything else.
 
-    Requires a JSON object of at most MAX_EVENT_BYTES (UTF-8) with a non-empty
+    Requires a JSON object of at most ``max_bytes`` (UTF-8) with a non-empty
     string ``type``; ``event_id``, if present, must be a string.
     """
     if isinstance(text, bytes | bytearray | memoryview):
-        if len(text) > MAX_EVENT_BYTES:
-            raise ProtocolError(f"event exceeds {MAX_EVENT_BYTES} bytes")
+        if len(text) > max_bytes:
+            raise ProtocolError(f"event exceeds {max_bytes} bytes")
         try:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -224,10 +224,10 @@ def parse_event(text: str | bytes) -> dict[str, Any]:
     elif not isinstance(text, str):
         raise ProtocolError(f"event must be text, not {type(text).__name__}")
     # A character is at most 4 UTF-8 bytes: short strings skip the encode.
-    elif len(text) > MAX_EVENT_BYTES // 4 and (
-        len(text) > MAX_EVENT_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_EVENT_BYTES
+    elif len(text) > max_bytes // 4 and (
+        len(text) > max_bytes or len(text.encode("utf-8", "surrogatepass")) > max_bytes
     ):
-        raise ProtocolError(f"event exceeds {MAX_EVENT_BYTES} bytes")
+        raise ProtocolError(f"event exceeds {max_bytes} bytes")
     try:
         value = json.loads(text, parse_float=_finite_float, parse_constant=_reject_constant)
     except RecursionError as exc:

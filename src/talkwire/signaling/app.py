@@ -3,6 +3,7 @@ the lifetime of its HTTP client and health poller."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ from talkwire.signaling.errors import SERVER_ERROR, ApiError, bad_request, error
 from talkwire.signaling.health import HealthPoller
 from talkwire.signaling.offer import read_within, too_large
 from talkwire.signaling.placement import accepts_calls, is_healthy
+from talkwire.signaling.realtime_ws import handle_realtime
 from talkwire.signaling.state import STATE, SignalingState, state
 
 log = logging.getLogger("talkwire.signaling")
@@ -88,10 +90,11 @@ def _limit_key(request: web.Request, limit: str) -> str | None:
 
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every POST (calls, hangups, client secrets) spends from its client IP's
-    and its API key's buckets; reads (health, metrics, the page) are free."""
+    """Every POST (calls, hangups, client secrets) and Realtime WebSocket
+    connection spends from its client IP's and its API key's buckets; reads
+    (health, metrics, the page) are free."""
     st = state(request)
-    if request.method == "POST" and st.limits:
+    if (request.method == "POST" or request.path == "/v1/realtime") and st.limits:
         now = st.clock()
         for limit, limiter in st.limits.items():
             key = _limit_key(request, limit)
@@ -204,6 +207,11 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
         st.http = None
 
 
+async def _close_websockets(app: web.Application) -> None:
+    # On shutdown, not cleanup: aiohttp waits for live handlers in between.
+    await asyncio.gather(*(bridge.close() for bridge in list(app[STATE].websockets)))
+
+
 def make_signaling_app(
     config: SignalingConfig,
     registry: Registry,
@@ -228,6 +236,8 @@ def make_signaling_app(
         limits={name: RateLimiter(rate) for name, rate in rates.items() if rate is not None},
     )
     app.cleanup_ctx.append(_lifetime)
+    app.on_shutdown.append(_close_websockets)
+    app.router.add_get("/v1/realtime", handle_realtime)
     app.router.add_post("/v1/realtime/calls", handle_create)
     app.router.add_post("/v1/realtime/calls/{call_id}/hangup", handle_hangup)
     app.router.add_post("/v1/realtime/client_secrets", handle_client_secrets)

@@ -3,7 +3,7 @@ apps (tests, `talkwire up`) never collide on the process-global one."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # Call setup spans placement plus the transceiver's offer/answer work, which
 # is milliseconds on loopback and up to the forward timeout when it fails.
@@ -40,6 +40,17 @@ class SignalingMetrics:
             "talkwire_signaling_rate_limited",
             "API requests refused with 429, by the limit they exceeded",
             ["limit"],
+            registry=self.registry,
+        )
+        self.realtime_sessions = Counter(
+            "talkwire_signaling_realtime_sessions",
+            "Realtime WebSocket sessions ended, by why",
+            ["end"],
+            registry=self.registry,
+        )
+        self.realtime_active = Gauge(
+            "talkwire_signaling_realtime_active",
+            "Realtime WebSocket sessions open now",
             registry=self.registry,
         )
         self.hangups = Counter(

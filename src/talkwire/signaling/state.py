@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -25,6 +26,8 @@ class SignalingState:
     limits: dict[str, RateLimiter] = field(default_factory=dict)  # "ip", "key"
     # Created on startup (needs the running loop), closed on cleanup.
     http: aiohttp.ClientSession | None = None
+    # Live Realtime WebSocket sessions (realtime_ws.Bridge), closed on shutdown.
+    websockets: set[Any] = field(default_factory=set)
 
     def client(self) -> aiohttp.ClientSession:
         if self.http is None:

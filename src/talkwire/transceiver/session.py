@@ -20,6 +20,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 
+from talkwire.agent_link import AgentError, AgentLink, error_event
 from talkwire.errors import ProtocolError
 from talkwire.protocol.events import (
     OUTPUT_AUDIO_BUFFER_CLEAR,
@@ -29,7 +30,6 @@ from talkwire.protocol.events import (
     make_event,
     parse_event,
 )
-from talkwire.transceiver.agent_link import AgentError, AgentLink, error_event
 from talkwire.transceiver.audio import AgentAudioTrack, InboundConverter
 from talkwire.transceiver.ice import RelayBinding, bind_connection
 from talkwire.transceiver.rtp_audio import (

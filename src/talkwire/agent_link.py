@@ -1,8 +1,9 @@
-"""The transceiver's end of the internal protocol: one WebSocket per call.
+"""The client end of the internal protocol: one WebSocket per call to an agent.
 
-Text frames are Realtime events, forwarded verbatim between the agent and the
-browser's ``oai-events`` channel; binary frames are PCM16 audio. The one event
-acted on here is ``output_audio_buffer.clear`` (barge-in).
+The transceiver opens it for each WebRTC call, signaling for each Realtime
+WebSocket session. Text frames are Realtime events, passed to ``on_event``
+verbatim; binary frames are PCM16 audio. The one event acted on here is
+``output_audio_buffer.clear`` (barge-in).
 """
 
 from __future__ import annotations

@@ -1,0 +1,189 @@
+"""``GET /v1/realtime?model=…``: the OpenAI Realtime WebSocket interface.
+
+For servers (the ``openai`` SDK's ``client.realtime.connect(model=…)`` works by
+base URL) and for browsers that pass the key as the
+``openai-insecure-api-key.KEY`` subprotocol. Each connection is bridged to the
+model's agent over the internal protocol, the same agent a WebRTC call
+reaches; ``talkwire.protocol.realtime_ws`` translates the audio.
+
+No transceiver is involved: the audio is already PCM in the WebSocket, so
+signaling bridges it itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+
+from talkwire.agent_link import AgentError, AgentLink, error_event
+from talkwire.agents.base import pin_audio_format
+from talkwire.protocol import events
+from talkwire.protocol.events import encode_event, new_id
+from talkwire.protocol.realtime_ws import (
+    MAX_CLIENT_EVENT_BYTES,
+    AgentToClient,
+    ClientToAgent,
+    Refusal,
+)
+from talkwire.signaling.auth import authenticate
+from talkwire.signaling.client_secrets import merge_call_session, resolve_model
+from talkwire.signaling.errors import ApiError
+from talkwire.signaling.state import SignalingState, state
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL: Final = "realtime"
+_KEY_SUBPROTOCOL: Final = "openai-insecure-api-key."
+# Events queued for a client that is not reading: past this it is dropped, so a
+# stuck client holds a bounded amount of memory (~20 s of audio deltas).
+OUT_QUEUE_EVENTS: Final = 1000
+HEARTBEAT_S: Final = 20.0
+
+
+def _key_from_subprotocols(request: web.Request) -> str | None:
+    offered = request.headers.get("Sec-WebSocket-Protocol", "")
+    for name in (p.strip() for p in offered.split(",")):
+        if name.startswith(_KEY_SUBPROTOCOL):
+            return "Bearer " + name.removeprefix(_KEY_SUBPROTOCOL)
+    return None
+
+
+async def handle_realtime(request: web.Request) -> web.StreamResponse:
+    st = state(request)
+    header = request.headers.get("Authorization") or _key_from_subprotocols(request)
+    principal = await authenticate(header, st.config.api_keys, st.registry)
+    requested: dict[str, Any] = {"type": "realtime"}
+    if request.query.get("model"):
+        requested["model"] = request.query["model"]
+    session = merge_call_session(principal.session, requested)
+    model, agent_url = resolve_model(session, st.config.models, st.config.default_model)
+    session["model"] = model
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,),
+        max_msg_size=MAX_CLIENT_EVENT_BYTES,
+        heartbeat=HEARTBEAT_S,
+        compress=False,  # base64 audio gains little; deflate would cost CPU on every frame
+    )
+    if not ws.can_prepare(request).ok:
+        raise ApiError(426, "upgrade_required", "This endpoint is a WebSocket.")
+    session_id = new_id("ws")
+    await ws.prepare(request)
+    bridge = Bridge(ws, st, agent_url, {**session, "talkwire": {"call_id": session_id}})
+    st.websockets.add(bridge)
+    st.metrics.realtime_active.inc()
+    try:
+        reason = await bridge.run()
+    finally:
+        st.websockets.discard(bridge)
+        st.metrics.realtime_active.dec()
+    log.info("realtime websocket ended", extra={"session": session_id, "reason": reason})
+    return ws
+
+
+class Bridge:
+    """One client WebSocket and its agent link, until either ends."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        st: SignalingState,
+        agent_url: str,
+        session: dict[str, Any],
+    ) -> None:
+        self.ws = ws
+        self._metrics = st.metrics
+        self._to_agent = ClientToAgent()
+        self._to_client = AgentToClient()
+        self._out: asyncio.Queue[str] = asyncio.Queue(OUT_QUEUE_EVENTS)
+        self._stalled = asyncio.Event()
+        self._link = AgentLink(
+            agent_url,
+            pin_audio_format(session),
+            st.client(),
+            on_event=self._agent_event,
+            on_audio=lambda pcm: self._send(self._to_client.audio(pcm)),
+            on_clear=lambda: None,  # a WebSocket client plays its own audio
+        )
+
+    def _agent_event(self, text: str) -> None:
+        out = self._to_client.text(text)
+        if out is not None:
+            self._send(out)
+
+    def _send(self, text: str) -> None:
+        try:
+            self._out.put_nowait(text)
+        except asyncio.QueueFull:
+            self._stalled.set()
+
+    async def run(self) -> str:
+        """Bridge until one side ends; returns why (the metric's ``end`` label)."""
+        agent = asyncio.create_task(self._link.run())
+        reader = asyncio.create_task(self._read())
+        writer = asyncio.create_task(self._write())
+        stalled = asyncio.create_task(self._stalled.wait())
+        tasks = {agent, reader, writer, stalled}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+        reason, code = "client_closed", aiohttp.WSCloseCode.OK
+        failure = next(
+            (t.exception() for t in done if not t.cancelled() and t.exception() is not None), None
+        )
+        if isinstance(failure, AgentError):
+            reason, code = failure.code, aiohttp.WSCloseCode.INTERNAL_ERROR
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_str(error_event(failure.code, str(failure)))
+        elif failure is not None:
+            reason, code = "bridge_error", aiohttp.WSCloseCode.INTERNAL_ERROR
+            log.error("realtime websocket failed", exc_info=failure)
+        elif stalled in done:
+            reason, code = "client_stalled", aiohttp.WSCloseCode.POLICY_VIOLATION
+        elif agent in done:
+            reason = "agent_closed"
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # Counted before the close handshake: whoever sees the close sees the count.
+        self._metrics.realtime_sessions.labels(reason).inc()
+        await self._link.close()
+        await self.ws.close(code=code)
+        return reason
+
+    async def close(self) -> None:
+        """Server shutdown: end the session going away."""
+        await self.ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+
+    async def _read(self) -> None:
+        await self._link.connected.wait()  # the handshake goes to the agent first
+        async for message in self.ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                out = self._to_agent.text(message.data)
+                if isinstance(out, Refusal):
+                    self._send(out.event)
+                    continue
+                for item in out:
+                    await self._link.send(item)
+            elif message.type == aiohttp.WSMsgType.BINARY:
+                self._send(_BINARY_REFUSAL)
+            else:
+                return
+
+    async def _write(self) -> None:
+        while True:
+            text = await self._out.get()
+            await self.ws.send_str(text)
+
+
+_BINARY_REFUSAL: Final = encode_event(
+    events.error_event(
+        "binary frames are not part of the Realtime WebSocket API; send audio as"
+        " input_audio_buffer.append with base64 PCM16",
+        code="invalid_event",
+    )
+)
