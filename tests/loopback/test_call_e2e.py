@@ -19,8 +19,10 @@ import aiohttp
 import numpy as np
 import pytest
 import pytest_asyncio
+import websockets
 from aioice import stun as aioice_stun
 from aiortc import RTCRtpSender
+from openai import AsyncOpenAI
 
 from talkwire.agents.base import Agent
 from talkwire.agents.server import AgentServer, start_agent_server
@@ -167,6 +169,57 @@ async def test_tone_comes_back_through_the_relay_and_hangup_ends_the_call(stack:
     finally:
         await call.hangup()
     await wait_active(stack, 0)
+
+
+async def test_a_sideband_connection_sees_the_calls_events_and_steers_its_agent(
+    stack: Stack,
+) -> None:
+    call = new_call(stack)
+    await call.connect()
+    sdk = AsyncOpenAI(base_url=stack.signaling_url + "/v1", api_key=stack.config.api_key)
+    call_id = call.location.rsplit("/", 1)[1]
+    try:
+        await call.next_event("session.created")
+        async with sdk.realtime.connect(call_id=call_id) as sideband:
+            # Server events reach the sideband as they reach the browser ...
+            call.source.play(tone(TONE_HZ, 0.4))
+            async with asyncio.timeout(10):
+                while (await sideband.recv()).type != "input_audio_buffer.speech_started":
+                    pass
+            # ... and its client events reach the agent, whose answer both see.
+            await sideband.session.update(session={"type": "realtime", "instructions": "side"})
+            async with asyncio.timeout(10):
+                while (event := await sideband.recv()).type != "session.updated":
+                    pass
+            assert event.session.instructions == "side"
+            assert (await call.next_event("session.updated"))["session"]["instructions"] == "side"
+            await sideband.send({"type": "nope", "event_id": 5})  # junk: refused, not fatal
+            async with asyncio.timeout(10):
+                while (event := await sideband.recv()).type != "error":
+                    pass
+            assert event.error.code == "invalid_event"
+            await call.hangup()  # the call ends: so does its sideband
+            with pytest.raises(websockets.ConnectionClosed):
+                async with asyncio.timeout(10):
+                    while True:
+                        await sideband.recv()
+    finally:
+        await call.close()
+    await wait_active(stack, 0)
+
+
+async def test_a_sideband_needs_an_api_key_and_a_live_call(stack: Stack) -> None:
+    sdk = AsyncOpenAI(base_url=stack.signaling_url + "/v1", api_key=stack.config.api_key)
+    with pytest.raises(websockets.InvalidStatus) as unknown:
+        async with sdk.realtime.connect(call_id="rtc_" + "0" * 32):
+            pass
+    assert unknown.value.response.status_code == 404
+    secret = await sdk.realtime.client_secrets.create(session={"type": "realtime", "model": "echo"})
+    browser = AsyncOpenAI(base_url=stack.signaling_url + "/v1", api_key=secret.value)
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with browser.realtime.connect(call_id="rtc_" + "0" * 32):
+            pass
+    assert refused.value.response.status_code == 401
 
 
 async def test_many_sequential_and_concurrent_calls_each_hear_their_own_tone(

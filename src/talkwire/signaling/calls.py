@@ -162,7 +162,8 @@ async def handle_hangup(request: web.Request) -> web.Response:
         st.metrics.hangups.labels(str(status)).inc()
 
 
-async def _hangup(st: SignalingState, call_id: str) -> None:
+async def call_owner(st: SignalingState, call_id: str) -> TransceiverInfo:
+    """The transceiver a live call is on, or 404 call_not_found."""
     if not _CALL_ID.fullmatch(call_id):
         raise call_not_found(call_id)
     transceiver_id = await st.registry.get_call(call_id)
@@ -173,6 +174,12 @@ async def _hangup(st: SignalingState, call_id: str) -> None:
         # Its transceiver is gone (failed health checks), and the call with it.
         await st.registry.delete_call(call_id)
         raise call_not_found(call_id)
+    return info
+
+
+async def _hangup(st: SignalingState, call_id: str) -> None:
+    info = await call_owner(st, call_id)
+    transceiver_id = info.id
     try:
         ended = await hangup(st.client(), info, call_id, st.config.transceiver_timeout_s)
     except TransceiverUnavailable as exc:

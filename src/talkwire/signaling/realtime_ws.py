@@ -23,17 +23,19 @@ from aiohttp import web
 from talkwire.agent_link import AgentError, AgentLink, error_event
 from talkwire.agents.base import pin_audio_format
 from talkwire.protocol import events
-from talkwire.protocol.events import encode_event, new_id
+from talkwire.protocol.events import MAX_EVENT_BYTES, encode_event, new_id
 from talkwire.protocol.realtime_ws import (
     MAX_CLIENT_EVENT_BYTES,
     AgentToClient,
     ClientToAgent,
     Refusal,
 )
-from talkwire.signaling.auth import authenticate
+from talkwire.signaling.auth import authenticate, require_api_key
+from talkwire.signaling.calls import call_not_found, call_owner
 from talkwire.signaling.client_secrets import merge_call_session, resolve_model
-from talkwire.signaling.errors import ApiError
+from talkwire.signaling.errors import ApiError, unavailable
 from talkwire.signaling.state import SignalingState, state
+from talkwire.ws_outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,9 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
     st = state(request)
     header = request.headers.get("Authorization") or _key_from_subprotocols(request)
     principal = await authenticate(header, st.config.api_keys, st.registry)
+    if "call_id" in request.query:
+        require_api_key(principal)  # the sideband is the application server's, not the browser's
+        return await _sideband(request, st, request.query["call_id"])
     requested: dict[str, Any] = {"type": "realtime"}
     if request.query.get("model"):
         requested["model"] = request.query["model"]
@@ -85,6 +90,64 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+async def _sideband(request: web.Request, st: SignalingState, call_id: str) -> web.StreamResponse:
+    """``?call_id=``: the control connection of a live WebRTC call, proxied to the
+    event stream of the transceiver that owns it. Events only: the audio is the call's."""
+    info = await call_owner(st, call_id)
+    try:
+        upstream = await st.client().ws_connect(
+            f"{info.api_url}/calls/{call_id}/events",
+            timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+            max_msg_size=0,  # the transceiver bounds what it sends
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        if exc.status == 404:
+            raise call_not_found(call_id) from None
+        raise unavailable(
+            "transceiver_unavailable", "The call's transceiver did not answer; try again."
+        ) from exc
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise unavailable(
+            "transceiver_unavailable", "The call's transceiver did not answer; try again."
+        ) from exc
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,), max_msg_size=MAX_EVENT_BYTES, heartbeat=HEARTBEAT_S
+    )
+    try:
+        if not ws.can_prepare(request).ok:
+            raise ApiError(426, "upgrade_required", "This endpoint is a WebSocket.")
+        await ws.prepare(request)
+        reason = await _pipe(ws, upstream)
+    finally:
+        await upstream.close()
+    st.metrics.realtime_sessions.labels(reason).inc()
+    await ws.close()
+    return ws
+
+
+async def _pipe(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> str:
+    """Text frames both ways until one side closes; a slow client slows only its own stream."""
+
+    async def down() -> None:
+        async for message in upstream:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                await client.send_str(message.data)
+
+    async def up() -> None:
+        async for message in client:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                await upstream.send_str(message.data)
+            elif message.type == aiohttp.WSMsgType.BINARY:
+                await client.send_str(BINARY_REFUSAL)
+
+    tasks = {asyncio.create_task(down(), name="call"), asyncio.create_task(up(), name="client")}
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return "sideband_call_ended" if any(t.get_name() == "call" for t in done) else "sideband_closed"
+
+
 class Bridge:
     """One client WebSocket and its agent link, until either ends."""
 
@@ -99,34 +162,27 @@ class Bridge:
         self._metrics = st.metrics
         self._to_agent = ClientToAgent()
         self._to_client = AgentToClient()
-        self._out: asyncio.Queue[str] = asyncio.Queue(OUT_QUEUE_EVENTS)
-        self._stalled = asyncio.Event()
+        self._out = Outbox(OUT_QUEUE_EVENTS)
         self._link = AgentLink(
             agent_url,
             pin_audio_format(session),
             st.client(),
             on_event=self._agent_event,
-            on_audio=lambda pcm: self._send(self._to_client.audio(pcm)),
+            on_audio=lambda pcm: self._out.put(self._to_client.audio(pcm)),
             on_clear=lambda: None,  # a WebSocket client plays its own audio
         )
 
     def _agent_event(self, text: str) -> None:
         out = self._to_client.text(text)
         if out is not None:
-            self._send(out)
-
-    def _send(self, text: str) -> None:
-        try:
-            self._out.put_nowait(text)
-        except asyncio.QueueFull:
-            self._stalled.set()
+            self._out.put(out)
 
     async def run(self) -> str:
         """Bridge until one side ends; returns why (the metric's ``end`` label)."""
         agent = asyncio.create_task(self._link.run())
         reader = asyncio.create_task(self._read())
-        writer = asyncio.create_task(self._write())
-        stalled = asyncio.create_task(self._stalled.wait())
+        writer = asyncio.create_task(self._out.send_to(self.ws))
+        stalled = asyncio.create_task(self._out.stalled.wait())
         tasks = {agent, reader, writer, stalled}
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -165,22 +221,17 @@ class Bridge:
             if message.type == aiohttp.WSMsgType.TEXT:
                 out = self._to_agent.text(message.data)
                 if isinstance(out, Refusal):
-                    self._send(out.event)
+                    self._out.put(out.event)
                     continue
                 for item in out:
                     await self._link.send(item)
             elif message.type == aiohttp.WSMsgType.BINARY:
-                self._send(_BINARY_REFUSAL)
+                self._out.put(BINARY_REFUSAL)
             else:
                 return
 
-    async def _write(self) -> None:
-        while True:
-            text = await self._out.get()
-            await self.ws.send_str(text)
 
-
-_BINARY_REFUSAL: Final = encode_event(
+BINARY_REFUSAL: Final = encode_event(
     events.error_event(
         "binary frames are not part of the Realtime WebSocket API; send audio as"
         " input_audio_buffer.append with base64 PCM16",

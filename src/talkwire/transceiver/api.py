@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from talkwire.internal_auth import require_secret
+from talkwire.protocol.events import MAX_EVENT_BYTES
 from talkwire.transceiver.sdp import MAX_OFFER_BYTES, OfferError
 from talkwire.transceiver.service import Transceiver, Unavailable
+from talkwire.ws_outbox import Outbox
 
 TRANSCEIVER_KEY = web.AppKey("transceiver", Transceiver)
 # Probes: a load balancer or Prometheus needs no secret.
 OPEN_PATHS = frozenset({"/health", "/metrics"})
+SIDEBAND_HEARTBEAT_S = 20.0
+# Events held for a sideband that stopped reading before it is dropped (the call goes on).
+SIDEBAND_QUEUE_EVENTS = 1000
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -65,6 +72,46 @@ async def call_info(request: web.Request) -> web.Response:
     )
 
 
+async def call_events(request: web.Request) -> web.StreamResponse:
+    """The sideband: a WebSocket carrying the call's events (what the browser gets)
+    out, and client events in, for the agent. Signaling proxies
+    ``/v1/realtime?call_id=`` here."""
+    call = request.app[TRANSCEIVER_KEY].calls.get(request.match_info["call_id"])
+    if call is None:
+        return error(404, "call_not_found", "no such call on this transceiver")
+    ws = web.WebSocketResponse(heartbeat=SIDEBAND_HEARTBEAT_S, max_msg_size=MAX_EVENT_BYTES)
+    if not ws.can_prepare(request).ok:
+        return error(426, "upgrade_required", "this endpoint is a WebSocket")
+    await ws.prepare(request)
+    outbox = Outbox(SIDEBAND_QUEUE_EVENTS)
+    unwatch = call.watch(outbox.put)
+
+    async def read() -> None:
+        async for message in ws:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                return
+            problem = call.from_sideband(message.data)
+            if problem is not None:
+                outbox.put(problem)
+
+    tasks = {
+        asyncio.create_task(read()),
+        asyncio.create_task(outbox.send_to(ws)),
+        asyncio.create_task(outbox.stalled.wait()),
+        asyncio.create_task(call.wait_ended()),
+    }
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        unwatch()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    stalled = outbox.stalled.is_set()
+    await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION if stalled else aiohttp.WSCloseCode.OK)
+    return ws
+
+
 async def health(request: web.Request) -> web.Response:
     transceiver = request.app[TRANSCEIVER_KEY]
     info = transceiver.health()
@@ -88,6 +135,7 @@ def make_transceiver_app(transceiver: Transceiver) -> web.Application:
     app.router.add_post("/calls", create_call)
     app.router.add_post("/calls/{call_id}/hangup", hangup)
     app.router.add_get("/calls/{call_id}", call_info)
+    app.router.add_get("/calls/{call_id}/events", call_events)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     return app

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,8 @@ class Call:
         self._to_agent: asyncio.Queue[bytes | str] = asyncio.Queue(AGENT_QUEUE_FRAMES)
         self._channel: RTCDataChannel | None = None
         self._pending_browser_events: list[str] = []
+        # Sideband connections (GET /calls/{id}/events): each sees what the browser sees.
+        self._watchers: set[Callable[[str], None]] = set()
         self._connected = asyncio.Event()
         self._ended = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -284,17 +287,33 @@ class Call:
         self.end(exc.code)
 
     def _from_browser(self, message: str | bytes) -> None:
+        problem = self.from_sideband(message)
+        if problem is not None:
+            self._to_browser(problem)
+
+    def from_sideband(self, message: str | bytes) -> str | None:
+        """A client event from the browser or a sideband connection, for the agent.
+
+        Returns the ``error`` event for the sender when it is not one.
+        """
         # The same validation the agent link applies in the other direction.
         try:
             event = parse_event(message)
         except ProtocolError as exc:
-            self._to_browser(error_event("invalid_event", str(exc)))
-            return
+            return error_event("invalid_event", str(exc))
         self._queue_to_agent(message if isinstance(message, str) else message.decode("utf-8"))
         if event["type"] == OUTPUT_AUDIO_BUFFER_CLEAR:
             self._clear_playout()
+        return None
+
+    def watch(self, sink: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``sink`` with every event sent to the browser from now on; returns the undo."""
+        self._watchers.add(sink)
+        return lambda: self._watchers.discard(sink)
 
     def _to_browser(self, text: str) -> None:
+        for sink in list(self._watchers):
+            sink(text)
         if self._channel is None:
             if len(self._pending_browser_events) < MAX_PENDING_BROWSER_EVENTS:
                 self._pending_browser_events.append(text)
