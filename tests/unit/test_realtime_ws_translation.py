@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from talkwire.protocol.audio import FRAME_BYTES
 from talkwire.protocol.realtime_ws import AgentToClient, ClientToAgent, Refusal
 
@@ -66,3 +69,34 @@ def test_agent_audio_becomes_deltas_naming_its_response_and_item() -> None:
     assert base64.b64decode(delta["delta"]) == b"\x01\x02\x03\x04"
     assert bridge.text('{"type":"output_audio_buffer.clear"}') is None  # WebRTC playout only
     assert bridge.text("not json") == "not json"  # junk reaches the client, as over WebRTC
+
+
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.binary(max_size=200),
+        st.builds(
+            lambda kind, audio, rest: json.dumps({**rest, "type": kind, "audio": audio}),
+            st.sampled_from(["input_audio_buffer.append", "session.update", "x"]),
+            _JSONISH | st.text(alphabet="AB=+/!", max_size=40),
+            st.dictionaries(st.sampled_from(["session", "event_id", "audio"]), _JSONISH),
+        ),
+    )
+)
+def test_no_client_frame_makes_the_translator_raise(frame: str | bytes) -> None:
+    out = ClientToAgent().text(frame)
+    if isinstance(out, Refusal):
+        assert json.loads(out.event)["type"] == "error"
+    else:
+        assert all(isinstance(item, bytes | str) for item in out)
+        assert all(len(item) == FRAME_BYTES for item in out if isinstance(item, bytes))
