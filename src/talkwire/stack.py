@@ -55,6 +55,9 @@ class StackConfig:
     voice: bool = False  # also run the voice agent (needs talkwire[voice]); then the default
     llm_url: str | None = None  # the voice agent answers through this chat-completions API
     llm_model: str | None = None
+    # redis://…: transceivers announce themselves there and signaling finds them
+    # there (instead of health-polling the URLs it is given), as a fleet does.
+    registry_url: str | None = None
 
 
 @dataclass
@@ -123,8 +126,11 @@ class Stack:
                 "--rate-per-key",
                 c.rate_per_key,
             ]
-            for url in self.transceiver_urls:
-                signaling_args += ["--transceiver", url]
+            if c.registry_url is not None:
+                signaling_args += ["--registry", c.registry_url]
+            else:
+                for url in self.transceiver_urls:
+                    signaling_args += ["--transceiver", url]
             if self.voice_url:
                 signaling_args += ["--model", f"voice={self.voice_url}"]
             signaling_args += ["--default-model", "voice" if self.voice_url else "echo"]
@@ -160,6 +166,7 @@ class Stack:
             str(c.connect_timeout),
             "--drain-timeout",
             "2",
+            *(["--registry", c.registry_url] if c.registry_url is not None else []),
         ]
 
     async def start_relay(self) -> None:

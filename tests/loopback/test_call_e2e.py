@@ -28,6 +28,9 @@ from talkwire.agents.base import Agent
 from talkwire.agents.server import AgentServer, start_agent_server
 from talkwire.client import CLIENT_RATE, CallFailed, RealtimeCall, tone
 from talkwire.protocol.events import make_event, response_object
+from talkwire.registry.redis_registry import RedisRegistry
+from talkwire.signaling.config import SignalingConfig
+from talkwire.signaling.server import start_signaling
 from talkwire.stack import Stack, StackConfig
 from talkwire.transceiver.sdp import candidate_addresses
 
@@ -516,4 +519,95 @@ async def test_two_transceivers_share_calls_and_each_call_hears_its_own_tone() -
             assert abs(heard_hz(back) - hz) < 15
     finally:
         await asyncio.gather(*(c.hangup() for c in calls))
+        await stack.stop()
+
+
+async def signaling_counts(url: str) -> dict[str, int]:
+    async with aiohttp.ClientSession() as http, http.get(url + "/healthz") as response:
+        counts: dict[str, int] = (await response.json())["transceivers"]
+        return counts
+
+
+async def wait_counts(url: str, **wanted: int) -> None:
+    for _ in range(300):  # 15 s: announcements and staleness run on their own clocks
+        counts = await signaling_counts(url)
+        if all(counts.get(k) == v for k, v in wanted.items()):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"signaling saw {counts}, not {wanted}")
+
+
+async def test_a_redis_fleet_finds_transceivers_shares_calls_and_outlives_failures(
+    redis_server: Any,
+) -> None:
+    stack = Stack(
+        StackConfig(
+            http_port=0, relay_port=0, demo=False, transceivers=2, registry_url=redis_server.url
+        )
+    )
+    await stack.start()
+    shared = RedisRegistry.from_url(redis_server.url)
+    other = await start_signaling(
+        SignalingConfig(
+            api_keys=(stack.config.api_key,),
+            models={"echo": stack.agent_url},
+            internal_secret=stack.internal_secret,
+        ),
+        shared,
+    )
+    calls: list[RealtimeCall] = []
+    try:
+        # Found through Redis alone: signaling was given no transceiver URL.
+        await wait_counts(stack.signaling_url, known=2, accepting=2)
+        await wait_counts(other.url, known=2, accepting=2)
+        first = new_call(stack)
+        calls.append(first)
+        await first.connect()
+        assert abs(heard_hz(await echo_check(first)) - TONE_HZ) < 15
+
+        # A crashed transceiver stops getting calls within seconds; the rest go on.
+        names = ["transceiver", "transceiver-2"]
+        actives = [(await transceiver_health(stack, u))["active"] for u in stack.transceiver_urls]
+        survivor = stack.transceiver_urls[actives.index(1)]  # the one carrying the first call
+        await stack.kill(names[actives.index(0)])
+        await wait_counts(stack.signaling_url, accepting=1)
+        for _ in range(3):
+            call = new_call(stack)
+            calls.append(call)
+            await call.connect()  # placement never picks the dead one
+        assert (await transceiver_health(stack, survivor))["active"] == 4
+
+        # Redis gone: live calls keep their audio; Redis back (empty): announced again.
+        redis_server.kill()
+        assert abs(heard_hz(await echo_check(first, 700.0)) - 700.0) < 15
+        refused = new_call(stack)
+        calls.append(refused)
+        with pytest.raises(CallFailed, match=r"503.*registry_unavailable"):
+            await refused.connect()
+        redis_server.start()
+        await wait_counts(stack.signaling_url, known=1, accepting=1)
+
+        # The call map is shared: a call made through one signaling ends through another.
+        late = new_call(stack)
+        calls.append(late)
+        await late.connect()
+        assert (await transceiver_health(stack, survivor))["active"] == 5
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                other.url + late.location + "/hangup",
+                headers={"Authorization": f"Bearer {stack.config.api_key}"},
+            ) as response,
+        ):
+            assert response.status == 200
+        for _ in range(200):  # 10 s: the call's release runs on the transceiver's schedule
+            if (await transceiver_health(stack, survivor))["active"] == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert (await transceiver_health(stack, survivor))["active"] == 4
+    finally:
+        for call in calls:
+            await call.close()
+        await other.close()
+        await shared.close()
         await stack.stop()

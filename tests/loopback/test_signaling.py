@@ -1320,6 +1320,7 @@ async def test_cli_serves_until_sigint_with_its_secrets_from_files(
         (["--api-key", "k", "--region-table", "/nonexistent.json"], "region-table"),
         (["--api-key", "k", "--model", "echo=ws://x", "--rate-per-ip", "fast"], "PER_SECOND"),
         (["--api-key-file", "/nonexistent", "--model", "echo=ws://x"], "API key file not found"),
+        (["--api-key", "k", "--model", "echo=ws://x", "--registry", "http://x"], "redis://"),
         (["--api-key", "k", "--internal-secret-file", "/nonexistent"], "internal secret file"),
     ],
 )

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from talkwire.errors import TalkwireError
+
 
 @dataclass(frozen=True, slots=True)
 class TransceiverInfo:
@@ -85,6 +87,10 @@ class TransceiverInfo:
             raise ValueError("transceiver info: 'updated_at' must be a finite number")
         out["updated_at"] = float(stamp)
         return cls(**out)
+
+
+class RegistryUnavailable(TalkwireError):
+    """The shared registry could not be reached; the request may be retried."""
 
 
 @runtime_checkable

@@ -19,12 +19,18 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from talkwire.internal_auth import bearer
 from talkwire.rate_limit import RateLimiter
-from talkwire.registry.base import Registry
+from talkwire.registry.base import Registry, RegistryUnavailable
 from talkwire.signaling import client_secrets, demo
 from talkwire.signaling.auth import authenticate, require_api_key
 from talkwire.signaling.calls import handle_create, handle_hangup
 from talkwire.signaling.config import SignalingConfig
-from talkwire.signaling.errors import SERVER_ERROR, ApiError, bad_request, error_response
+from talkwire.signaling.errors import (
+    SERVER_ERROR,
+    ApiError,
+    bad_request,
+    error_response,
+    unavailable,
+)
 from talkwire.signaling.health import HealthPoller
 from talkwire.signaling.offer import read_within, too_large
 from talkwire.signaling.placement import accepts_calls, is_healthy
@@ -122,6 +128,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return exc.response()
     except web.HTTPRequestEntityTooLarge:
         return too_large(state(request).config.max_body_bytes).response()
+    except RegistryUnavailable as exc:
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        return unavailable(
+            "registry_unavailable", "Signaling cannot reach its registry right now; try again."
+        ).response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

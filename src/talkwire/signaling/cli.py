@@ -16,6 +16,7 @@ import uvloop
 from talkwire.errors import ConfigError
 from talkwire.internal_auth import add_secret_argument, load_secret
 from talkwire.rate_limit import Rate
+from talkwire.registry import check_registry_url, open_registry
 from talkwire.registry.memory import MemoryRegistry
 from talkwire.secret_files import read_private, secret_lines
 from talkwire.signaling.config import SignalingConfig
@@ -59,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model name -> agent WebSocket URL (repeatable)",
     )
     parser.add_argument("--default-model", help="model for sessions that name none")
+    parser.add_argument(
+        "--registry",
+        metavar="URL",
+        help="shared registry (redis://HOST:PORT/DB): transceivers announced there, calls and"
+        " client secrets shared by every signaling process (default: this process only)",
+    )
     parser.add_argument("--region-table", type=Path, metavar="FILE", help="JSON region table")
     parser.add_argument("--default-region", help="region when nothing else matches")
     parser.add_argument(
@@ -153,8 +160,9 @@ def config_from_args(args: argparse.Namespace) -> SignalingConfig:
     )
 
 
-async def _serve(config: SignalingConfig, host: str, port: int) -> None:
-    server = await start_signaling(config, MemoryRegistry(), host, port)
+async def _serve(config: SignalingConfig, host: str, port: int, registry_url: str | None) -> None:
+    shared = open_registry(registry_url) if registry_url is not None else None
+    server = await start_signaling(config, shared or MemoryRegistry(), host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -166,6 +174,8 @@ async def _serve(config: SignalingConfig, host: str, port: int) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.close()
+        if shared is not None:
+            await shared.close()
 
 
 def _logging() -> None:
@@ -180,7 +190,9 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     _logging()
     host, port = parse_listen(args.listen)
+    if args.registry is not None:
+        check_registry_url(args.registry)  # a bad URL or a missing extra stops it here
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(config, host, port))
+        runner.run(_serve(config, host, port, args.registry))
     sys.stdout.flush()
     return 0

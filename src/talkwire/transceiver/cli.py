@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -14,9 +15,11 @@ from aiohttp import web
 from talkwire.config import format_address, parse_address
 from talkwire.errors import ConfigError
 from talkwire.internal_auth import add_secret_argument, load_secret, warn_if_exposed
+from talkwire.registry import check_registry_url, open_registry
 from talkwire.relay.config import parse_network
 from talkwire.relay.router import LOOPBACK
 from talkwire.route_token import Keyring
+from talkwire.transceiver.announce import announce
 from talkwire.transceiver.api import make_transceiver_app
 from talkwire.transceiver.service import Transceiver, TransceiverConfig
 
@@ -50,6 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", default="local")
     parser.add_argument("--id", help="transceiver id (default: random)")
     add_secret_argument(parser)
+    parser.add_argument(
+        "--registry",
+        metavar="URL",
+        help="announce this transceiver in a shared registry (redis://HOST:PORT/DB) every second",
+    )
+    parser.add_argument(
+        "--api-advertise",
+        metavar="URL",
+        help="the API URL signaling should use (default: http://the --api address)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TransceiverConfig:
@@ -79,7 +92,12 @@ def config_from_args(args: argparse.Namespace) -> TransceiverConfig:
     return config
 
 
-async def serve(config: TransceiverConfig, api: tuple[str, int]) -> None:
+async def serve(
+    config: TransceiverConfig,
+    api: tuple[str, int],
+    registry_url: str | None = None,
+    api_advertise: str | None = None,
+) -> None:
     warn_if_exposed("the transceiver API", api[0], config.internal_secret)
     transceiver = Transceiver(config)
     await transceiver.start()
@@ -93,9 +111,23 @@ async def serve(config: TransceiverConfig, api: tuple[str, int]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     udp = format_address(transceiver.udp_address)
-    print(f"ready http://{format_address((api[0], port))} udp {udp}", flush=True)
+    api_url = f"http://{format_address((api[0], port))}"
+    announcing: asyncio.Task[None] | None = None
+    registry = None
+    if registry_url is not None:
+        registry = open_registry(registry_url)
+        announcing = asyncio.create_task(
+            announce(registry, transceiver, api_advertise or api_url), name="announce"
+        )
+    print(f"ready {api_url} udp {udp}", flush=True)
     await stop.wait()
-    await transceiver.drain()
+    await transceiver.drain()  # still announced meanwhile, as draining
+    if announcing is not None:
+        announcing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await announcing
+    if registry is not None:
+        await registry.close()
     await runner.cleanup()
     await transceiver.stop()
 
@@ -104,5 +136,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     api = parse_address(args.api, "API address", allow_port_zero=True)
     logging.basicConfig(level=os.environ.get("TALKWIRE_LOG", "WARNING"))
-    uvloop.run(serve(config, api))
+    if args.registry is not None:
+        check_registry_url(args.registry)  # a bad URL or a missing extra stops it here
+    uvloop.run(serve(config, api, args.registry, args.api_advertise))
     return 0

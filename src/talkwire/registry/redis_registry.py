@@ -1,0 +1,135 @@
+"""The registry in Redis: what several signaling processes, and the
+transceivers that announce themselves, share.
+
+Keys (all under ``prefix``)::
+
+    tx:<id>      a transceiver's record, JSON, expiring ``record_ttl_s`` after
+                 its last publish (a dead transceiver disappears by itself;
+                 placement already ignores it once ``updated_at`` is stale)
+    txs          the set of ids that may have a record (pruned when one is gone)
+    call:<id>    the owning transceiver's id, expiring with the call's TTL
+    ek:<value>   an ephemeral key's session, JSON, expiring at its expiry
+
+Values are the same JSON the in-memory registry holds, so either backend can
+stand behind signaling unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from talkwire.registry.base import RegistryUnavailable, TransceiverInfo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX: Final = "talkwire:"
+# Long against a 1 s heartbeat, so a Redis hiccup does not make a fleet vanish.
+DEFAULT_RECORD_TTL_S: Final = 30.0
+
+
+class RedisRegistry:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        record_ttl_s: float = DEFAULT_RECORD_TTL_S,
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._record_ttl_ms = math.ceil(record_ttl_s * 1000)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisRegistry:
+        """``redis://[:password@]host:port/db``; every call fails fast (2 s) when Redis is away."""
+        client = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        return cls(client, **kwargs)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _reach() -> Iterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"registry unreachable: {exc}") from exc
+
+    def _key(self, *parts: str) -> str:
+        return self._prefix + ":".join(parts)
+
+    async def publish(self, info: TransceiverInfo) -> None:
+        with self._reach():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(
+                    self._key("tx", info.id), json.dumps(info.to_json()), px=self._record_ttl_ms
+                )
+                pipe.sadd(self._key("txs"), info.id)
+                await pipe.execute()
+
+    async def remove(self, id: str) -> None:
+        with self._reach():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._key("tx", id))
+                pipe.srem(self._key("txs"), id)
+                await pipe.execute()
+
+    async def transceivers(self, region: str | None = None) -> list[TransceiverInfo]:
+        with self._reach():
+            ids = sorted(str(i) for i in await self._redis.smembers(self._key("txs")))
+            if not ids:
+                return []
+            records = await self._redis.mget([self._key("tx", i) for i in ids])
+            gone = [i for i, record in zip(ids, records, strict=True) if record is None]
+            if gone:
+                await self._redis.srem(self._key("txs"), *gone)
+            found = []
+            for record in records:
+                if record is None:
+                    continue
+                try:
+                    info = TransceiverInfo.from_json(json.loads(record))
+                except ValueError as exc:  # another writer's junk must not stop placement
+                    log.warning("skipping a bad transceiver record: %s", exc)
+                    continue
+                if region is None or info.region == region:
+                    found.append(info)
+            return found
+
+    async def put_call(self, call_id: str, transceiver_id: str, ttl_s: float) -> None:
+        with self._reach():
+            await self._redis.set(
+                self._key("call", call_id), transceiver_id, px=max(1, math.ceil(ttl_s * 1000))
+            )
+
+    async def get_call(self, call_id: str) -> str | None:
+        with self._reach():
+            value = await self._redis.get(self._key("call", call_id))
+            return None if value is None else str(value)
+
+    async def delete_call(self, call_id: str) -> None:
+        with self._reach():
+            await self._redis.delete(self._key("call", call_id))
+
+    async def put_client_secret(self, value: str, session: dict[str, Any], expires_at: int) -> None:
+        with self._reach():
+            await self._redis.set(self._key("ek", value), json.dumps(session), exat=expires_at)
+
+    async def get_client_secret(self, value: str) -> dict[str, Any] | None:
+        with self._reach():
+            text = await self._redis.get(self._key("ek", value))
+            if text is None:
+                return None
+            session: dict[str, Any] = json.loads(text)
+            return session
