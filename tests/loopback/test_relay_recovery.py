@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from talkwire import route_token
 from talkwire.config import format_address
@@ -31,12 +34,12 @@ def forwarded(transceiver: socket.socket) -> tuple[tuple[str, int], bytes, Any]:
     return unpack_header(data).client, data[HEADER_SIZE:], relay_internal
 
 
-def restart_same_ports(relay: Any, start: Start) -> Any:
+def restart_same_ports(relay: Any, start: Start, *extra: str) -> Any:
     """Kill the whole relay (SIGKILL) and start a new one on the very same ports."""
     relay.kill()
     (public,) = relay.public
     (internal,) = relay.internal
-    return start(listen=(format_address(public),), internal=format_address(internal))
+    return start(*extra, listen=(format_address(public),), internal=format_address(internal))
 
 
 def test_restart_recovers_from_next_stun(
@@ -60,6 +63,67 @@ def test_restart_recovers_from_next_stun(
     assert forwarded(transceiver)[:2] == (client.getsockname(), request)
     client.sendto(DTLS, relay.public[0])
     assert forwarded(transceiver)[:2] == (client.getsockname(), DTLS)
+
+
+def _cached_flows(url: str) -> int:
+    with redis.Redis.from_url(url) as client:
+        return len(client.keys("talkwire:flow:*"))
+
+
+def test_a_restarted_relay_with_the_flow_cache_forwards_media_before_any_stun(
+    relay_start: Start,
+    relay_udp: Udp,
+    relay_keyring: KeyringFixture,
+    relay_stun: Callable[..., bytes],
+    redis_server: Any,
+) -> None:
+    cache = ("--flow-cache", redis_server.url)
+    relay = relay_start(*cache)
+    transceiver = relay_udp()
+    client = relay_udp()
+    request = relay_stun(route_token.mint(relay_keyring[0], 0, transceiver.getsockname()))
+    client.sendto(request, relay.public[0])
+    forwarded(transceiver)
+    for _ in range(100):  # 5 s: the write happens on the cache's thread
+        if _cached_flows(redis_server.url) == 1:
+            break
+        time.sleep(0.05)
+    assert _cached_flows(redis_server.url) == 1
+
+    relay = restart_same_ports(relay, relay_start, *cache)
+    sent = 0
+    for sent in range(1, 11):  # media every 20 ms, as a call sends it; no STUN, no return
+        client.sendto(DTLS + bytes([sent]), relay.public[0])
+        readable, _, _ = select.select([transceiver], [], [], 0.02)
+        if readable:
+            break
+    who, payload, _ = forwarded(transceiver)
+    assert who == client.getsockname() and payload.startswith(DTLS)
+    assert sent <= 3, f"media resumed only at packet {sent}"  # the first asks the cache
+    assert relay.metric("talkwire_relay_flows_created_total", source="store") == 1
+    assert relay.metric("talkwire_relay_flows_created_total", source="stun") == 0
+
+
+def test_a_relay_whose_flow_cache_is_down_forwards_all_the_same(
+    relay_start: Start,
+    relay_udp: Udp,
+    relay_keyring: KeyringFixture,
+    relay_stun: Callable[..., bytes],
+    redis_server: Any,
+) -> None:
+    redis_server.kill()  # a cache that is configured but not there
+    relay = relay_start("--flow-cache", redis_server.url)
+    transceiver = relay_udp()
+    client = relay_udp()
+    request = relay_stun(route_token.mint(relay_keyring[0], 0, transceiver.getsockname()))
+    client.sendto(request, relay.public[0])
+    assert forwarded(transceiver)[:2] == (client.getsockname(), request)
+    for index in range(50):
+        client.sendto(DTLS + bytes([index]), relay.public[0])
+        assert forwarded(transceiver)[1] == DTLS + bytes([index])
+    relay_udp().sendto(DTLS, relay.public[0])  # an unknown client: asks the absent cache
+    relay.wait_metric("talkwire_relay_flow_cache_errors_total", lambda v: v >= 1)
+    assert relay.metric("talkwire_relay_workers_alive") == 1
 
 
 def test_restart_recovers_from_first_return_packet(

@@ -77,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="new flows per second (and burst) per worker from one client /24 or /64, "
         "or 'off' (default %(default)s)",
     )
+    add(
+        "--flow-cache",
+        metavar="URL",
+        help="share flows in Redis (redis://HOST:PORT/DB): a restarted relay resumes a client's"
+        " media from its first packets, before its next STUN check (default off)",
+    )
     add("--metrics", metavar="HOST:PORT", help="serve /metrics and /healthz here (default off)")
     add("--ready-file", metavar="PATH", help="write the bound addresses here once ready")
     add(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from talkwire.config import format_address, parse_address
 from talkwire.errors import ConfigError
 from talkwire.rate_limit import Rate
+from talkwire.registry import check_registry_url
 from talkwire.relay.flows import DEFAULT_CAPACITY, DEFAULT_IDLE_TIMEOUT
 from talkwire.relay.router import LOOPBACK, Network
 from talkwire.route_token import MAX_CLUSTER
@@ -44,6 +45,7 @@ class RelayConfig:
     metrics: tuple[str, int] | None = None
     ready_file: str | None = None
     socket_buffer: int = 0
+    flow_cache: str | None = None  # redis:// URL of the shared flow cache
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -123,6 +125,8 @@ def from_args(args: argparse.Namespace) -> RelayConfig:
         for text in (args.listen or [DEFAULT_LISTEN])
     )
     trusted = tuple(parse_network(text) for text in args.trust) if args.trust else LOOPBACK
+    if args.flow_cache is not None:
+        check_registry_url(args.flow_cache)
     return RelayConfig(
         keyring_path=args.keyring,
         listen=listen,
@@ -141,4 +145,5 @@ def from_args(args: argparse.Namespace) -> RelayConfig:
         ),
         ready_file=args.ready_file,
         socket_buffer=args.socket_buffer,
+        flow_cache=args.flow_cache,
     )

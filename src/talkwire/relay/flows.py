@@ -104,12 +104,15 @@ class StoredFlow:
 
 
 class FlowStore(Protocol):
-    """A cache shared between relays (Redis in a later issue).
+    """A cache shared between relays (``relay.flow_cache``, in Redis).
 
     The relay calls ``record`` once when it creates a flow and ``lookup`` only
     when a non-STUN packet arrives from a client it has no flow for; never per
     forwarded packet.
     """
+
+    errors: int  # the cache could not be reached or answered junk
+    overflows: int  # writes or lookups not made: the cache is behind
 
     def record(self, flow: StoredFlow) -> None: ...
 
@@ -118,6 +121,9 @@ class FlowStore(Protocol):
 
 class NullFlowStore:
     """The default: no shared cache."""
+
+    errors = 0
+    overflows = 0
 
     def record(self, flow: StoredFlow) -> None:
         return None

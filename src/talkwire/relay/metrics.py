@@ -32,6 +32,8 @@ class Slot(enum.IntEnum):
     KEYRING_RELOADS = 8
     KEYRING_ERRORS = 9
     KEYRING_KEYS = 10
+    FLOW_CACHE_ERRORS = 11
+    FLOW_CACHE_OVERFLOWS = 12
 
 
 CREATED_BASE = len(Slot)
@@ -50,6 +52,8 @@ def publish_router(
     """Copy the router's slow-path counters into a worker's row (not per packet)."""
     row[Slot.KEYRING_CURRENT] = router.keyring.current
     row[Slot.KEYRING_KEYS] = len(router.keyring.keys)
+    row[Slot.FLOW_CACHE_ERRORS] = router.store.errors
+    row[Slot.FLOW_CACHE_OVERFLOWS] = router.store.overflows
     if keys is not None:
         row[Slot.KEYRING_RELOADS] = keys.reloads
         row[Slot.KEYRING_ERRORS] = keys.errors
@@ -112,6 +116,16 @@ class RelayCollector(Collector):
             "Keyring file changes: taken (ok) or refused and the old keys kept (error)",
             labels=["worker", "result"],
         )
+        cache_errors = CounterMetricFamily(
+            "talkwire_relay_flow_cache_errors",
+            "Shared flow cache rounds that failed (Redis away, slow or junk); forwarding goes on",
+            labels=["worker"],
+        )
+        cache_overflows = CounterMetricFamily(
+            "talkwire_relay_flow_cache_overflows",
+            "Flow cache writes or lookups skipped because the cache thread was behind",
+            labels=["worker"],
+        )
         for index, row in enumerate(self._rows):
             worker = str(index)
             for direction, packet_slot, byte_slot in DIRECTIONS:
@@ -122,6 +136,8 @@ class RelayCollector(Collector):
             sync_errors.add_metric([worker], row[Slot.PEER_SYNC_ERRORS])
             keyring_current.add_metric([worker], row[Slot.KEYRING_CURRENT])
             keyring_keys.add_metric([worker], row[Slot.KEYRING_KEYS])
+            cache_errors.add_metric([worker], row[Slot.FLOW_CACHE_ERRORS])
+            cache_overflows.add_metric([worker], row[Slot.FLOW_CACHE_OVERFLOWS])
             keyring_reloads.add_metric([worker, "ok"], row[Slot.KEYRING_RELOADS])
             keyring_reloads.add_metric([worker, "error"], row[Slot.KEYRING_ERRORS])
             for source in FlowSource:
@@ -131,4 +147,4 @@ class RelayCollector(Collector):
         alive = GaugeMetricFamily("talkwire_relay_workers_alive", "Worker processes running")
         alive.add_metric([], sum(self._alive()))
         yield from (packets, octets, flows, created, expired, drops, sync_errors, alive)
-        yield from (keyring_current, keyring_keys, keyring_reloads)
+        yield from (keyring_current, keyring_keys, keyring_reloads, cache_errors, cache_overflows)

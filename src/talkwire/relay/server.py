@@ -32,7 +32,7 @@ from talkwire.config import format_address
 from talkwire.errors import ConfigError
 from talkwire.keyring_watch import KeyringWatch
 from talkwire.relay.config import RelayConfig
-from talkwire.relay.flows import FlowTable
+from talkwire.relay.flows import FlowStore, FlowTable
 from talkwire.relay.metrics import SLOTS
 from talkwire.relay.router import Router, RouterSettings
 from talkwire.relay.status import StatusServer
@@ -46,7 +46,7 @@ STOP_TIMEOUT = 5.0
 _Row = ctypes.c_uint64 * SLOTS
 
 
-def build_router(config: RelayConfig, keyring: Keyring) -> Router:
+def build_router(config: RelayConfig, keyring: Keyring, store: FlowStore | None = None) -> Router:
     """The router a worker runs with (also what a benchmark builds in-process)."""
     table = FlowTable(
         len(config.listen), capacity=config.max_flows, idle_timeout=config.idle_timeout
@@ -61,7 +61,7 @@ def build_router(config: RelayConfig, keyring: Keyring) -> Router:
         verify_integrity=config.verify_integrity,
         new_flows_per_prefix=config.new_flows_per_prefix,
     )
-    return Router(settings, table)
+    return Router(settings, table, store=store)
 
 
 @dataclass
@@ -104,7 +104,14 @@ def _worker_main(
         return
     socks.peer_rx = plan.peer_rx
     socks.peer_tx = plan.peer_tx
-    router = build_router(config, keyring)
+    store = None
+    if config.flow_cache is not None:
+        # Here, after the fork: the cache owns a thread, which a fork would not carry.
+        from talkwire.relay.flow_cache import RedisFlowCache  # noqa: PLC0415 (optional extra)
+
+        store = RedisFlowCache(config.flow_cache, config.cluster)
+        store.start()
+    router = build_router(config, keyring, store)
     row = _row(stats, plan.index)
     plan.ready.send(
         (
@@ -118,6 +125,8 @@ def _worker_main(
         forward(socks, router, stop_r, row, keys=KeyringWatch(config.keyring_path, keyring))
     finally:
         socks.close()
+        if store is not None:
+            store.close()
 
 
 class Supervisor:
