@@ -112,6 +112,27 @@ def test_a_rotated_keyring_is_taken_live_and_the_old_key_ends_with_its_grace(
     assert "keyring not reloaded" in relay.log() and new.keys[2].hex() not in relay.log()
 
 
+def test_a_new_call_from_a_reused_client_address_reaches_its_own_transceiver(
+    relay_start: Start,
+    relay_udp: Udp,
+    relay_keyring: KeyringFixture,
+    relay_stun: Callable[..., bytes],
+    relay_silence: Callable[..., None],
+) -> None:
+    keyring = relay_keyring[0]
+    relay = relay_start()
+    old, new = relay_udp(), relay_udp()  # the transceivers of the ended and the new call
+    client = relay_udp()  # one address, as a NAT (or the OS) hands it out again
+    client.sendto(relay_stun(route_token.mint(keyring, 0, old.getsockname())), relay.public[0])
+    receive_forwarded(old)
+    check = relay_stun(route_token.mint(keyring, 0, new.getsockname()))
+    client.sendto(check, relay.public[0])  # the new call's first check, within the idle timeout
+    assert receive_forwarded(new)[:3] == (client.getsockname(), 0, check)
+    client.sendto(DTLS, relay.public[0])
+    assert receive_forwarded(new)[:3] == (client.getsockname(), 0, DTLS)
+    relay_silence(old)  # nothing more for the old one
+
+
 def test_ipv6_listener(
     relay_start: Start,
     relay_udp: Udp,

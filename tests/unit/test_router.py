@@ -81,7 +81,10 @@ def make_router(
 
 
 class _DictStore:
-    """A real in-memory FlowStore (the shape the Redis one will have)."""
+    """A real in-memory FlowStore (the shape the Redis one has)."""
+
+    errors = 0
+    overflows = 0
 
     def __init__(self) -> None:
         self.flows: dict[tuple[Address, int], StoredFlow] = {}
@@ -455,3 +458,19 @@ def test_fuzz_internal(data: bytes, with_magic: bool) -> None:
         assert len(data) >= HEADER_SIZE and decision.ingress < 2
     else:
         assert len(router.table) == 0
+
+
+def test_a_new_call_from_a_reused_client_address_is_re_targeted_by_its_stun() -> None:
+    router = make_router()
+    first = router.from_public(binding_request(token()), CLIENT, 0, 0.0)
+    assert isinstance(first, bytes)
+    # The same call's consent checks, and junk that merely looks like STUN, keep the flow.
+    for packet in (binding_request(token()), binding_request("x" * 32), b"\x00\x01junk"):
+        assert router.from_known_stun(packet, CLIENT, 0, first) is first
+    # A new call from the same address (NAT or OS port reuse) names another transceiver.
+    elsewhere = ("127.0.0.1", 5001)
+    moved = router.from_known_stun(binding_request(token(address=elsewhere)), CLIENT, 0, first)
+    assert moved != first
+    assert router.table.hops[int.from_bytes(moved[:2], "big")] == elsewhere
+    assert router.from_public(DTLS, CLIENT, 0, 0.0) == moved  # its media follows
+    assert router.created[FlowSource.STUN] == 2

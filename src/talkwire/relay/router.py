@@ -238,6 +238,43 @@ class Router:
             return Drop.TOO_SHORT
         if data[0] not in _STUN_FIRST_BYTES:
             return self._from_store(client, ingress, now)
+        hop = self._stun_hop(data)
+        if isinstance(hop, Drop):
+            return hop
+        # Counted only for requests that would create a flow, so garbage sent
+        # from a prefix does not spend its users' budget.
+        limit = self._new_flow_limit
+        if limit is not None and limit.take(client_prefix(client[0]), now) > 0:
+            return Drop.RATE_LIMITED
+        return self._create(client, ingress, hop, now, FlowSource.STUN)
+
+    def from_known_stun(
+        self, data: bytes | bytearray | memoryview, client: Address, ingress: int, flow: Flow
+    ) -> Flow:
+        """A STUN packet from a client that has a flow: the flow to forward on.
+
+        Usually a consent check of the same call. But a NAT (or the OS) may give
+        a client's address to a new call within the idle timeout, and that
+        call's checks name another transceiver: a valid binding request whose
+        token routes elsewhere re-targets the flow (pion's UDP mux routes STUN
+        by ufrag first for the same reason). Anything else keeps the flow.
+        """
+        hop = self._stun_hop(data)
+        if isinstance(hop, Drop):
+            return flow
+        prefix = self.table.hop_prefix_of(hop)
+        if prefix is not None and flow.startswith(prefix):
+            return flow
+        retargeted = self.table.add(client, ingress, hop)
+        if retargeted is None:
+            return flow
+        self.created[FlowSource.STUN] += 1
+        if self._recording:
+            self.store.record(StoredFlow(client, ingress, hop))
+        return retargeted
+
+    def _stun_hop(self, data: bytes | bytearray | memoryview) -> Address | Drop:
+        """The next hop a first binding request's token names, or why there is none."""
         try:
             username = stun.binding_request_username(data)
         except StunMissingUsername:
@@ -270,12 +307,7 @@ class Router:
                     return Drop.BAD_INTEGRITY
             except StunError:
                 return Drop.MALFORMED_STUN
-        # Counted only for requests that would create a flow, so garbage sent
-        # from a prefix does not spend its users' budget.
-        limit = self._new_flow_limit
-        if limit is not None and limit.take(client_prefix(client[0]), now) > 0:
-            return Drop.RATE_LIMITED
-        return self._create(client, ingress, hop, now, FlowSource.STUN)
+        return hop
 
     def set_keyring(self, keyring: route_token.Keyring) -> None:
         """Verify with ``keyring`` from the next first packet on; live flows are untouched."""

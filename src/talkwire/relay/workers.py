@@ -286,6 +286,8 @@ def forward(
 
 
 _V4_KEY = struct.Struct("!H4s")
+# RFC 7983: a first byte below 4 is STUN; on a known flow, only those are looked at.
+STUN_FIRST_BYTE_END = 4
 _DONTWAIT = mmsg.MSG_DONTWAIT
 _NO_ROUTE = ReturnRoute(0, ("", 0))
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
@@ -454,6 +456,15 @@ class _Loop:
         self.hops.set_page(index, out)
         return out
 
+    def _known_stun(self, data: memoryview, client: Address, ingress: int, flow: Flow) -> Flow:
+        """A consent check, or a new call from a reused client address (the router decides)."""
+        self.slow = True
+        try:
+            return self.router.from_known_stun(data, client, ingress, flow)
+        except Exception:
+            self._internal_error()
+            return flow
+
     def _new_client(
         self, data: memoryview, key: bytes | None, client: Address | None, ingress: int
     ) -> Flow | None:
@@ -535,6 +546,8 @@ class _Loop:
                 flow = self._new_client(behind_flow[:n], None, client, index)
                 if flow is None:
                     continue
+            elif behind_flow[0] < STUN_FIRST_BYTE_END:
+                flow = self._known_stun(behind_flow[:n], client, index, flow)
             buf[:FLOW_SIZE] = flow
             out = pages[flow[0]][flow[1]]
             if out is None:
@@ -617,6 +630,10 @@ class _Loop:
                             flush(run, start, i, lengths)
                             run = None
                         continue
+                elif buffer[i * slot + FLOW_SIZE] < STUN_FIRST_BYTE_END:
+                    at = i * slot + FLOW_SIZE
+                    client = key_address(keys[i])
+                    flow = self._known_stun(buffer[at : at + lengths[i]], client, index, flow)
                 at = i * slot
                 buffer[at : at + FLOW_SIZE] = flow
                 tx_words[2 * i + 1] = lengths[i] + HEADER_SIZE
