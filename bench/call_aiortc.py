@@ -5,26 +5,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import aiohttp
-import numpy as np
 from call_browser import server_timings
 from call_stats import summary
 
 from talkwire.client import RealtimeCall, tone
+from talkwire.echo_probe import EchoProbe
 from talkwire.stack import Stack
 
 FIRST_AUDIO_TIMEOUT_S = 5.0
 POLL_S = 0.005  # RealtimeCall records audio but has no event for "first audio"
-BURST_HZ = 1000.0
-BURST_S = 0.04
-BURST_LEVEL = 0.5
-BURST_TIMEOUT_S = 1.5
-QUIET_S = 0.12  # the demo page's QUIET_MS
-LOUD = 3000  # int16 peak: far above decoded Opus silence, far below the bursts
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -95,43 +87,6 @@ def pacing(arrivals: list[tuple[float, int]], clock_hz: int = 48000) -> dict[str
     }
 
 
-class Ear(list[tuple[float, np.ndarray]]):
-    """Stands in for ``RealtimeCall.received`` and notes where loud audio starts,
-    waking whoever waits on it: the probe reacts to audio, never to a timer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.onsets: list[float] = []
-        self.last_loud = 0.0
-        self.arrived = asyncio.Event()
-        self._loud = False
-
-    def append(self, item: tuple[float, np.ndarray]) -> None:
-        super().append(item)
-        at, samples = item
-        loud = bool(len(samples)) and int(np.abs(samples).max()) > LOUD
-        if loud:
-            self.last_loud = at
-            if not self._loud:
-                self.onsets.append(at)
-        self._loud = loud
-        self.arrived.set()
-
-    def heard_since(self, at: float) -> bool:
-        return bool(self.onsets) and self.onsets[-1] > at
-
-    async def until(self, condition: Callable[[], bool], timeout: float) -> bool:
-        """Waits (bounded) until ``condition`` holds after some frame's arrival."""
-        try:
-            async with asyncio.timeout(timeout):
-                while not condition():
-                    self.arrived.clear()
-                    await self.arrived.wait()
-        except TimeoutError:
-            return False
-        return True
-
-
 class Probe:
     """One call that times tone bursts through the echo agent the way the demo
     page does: wait for quiet, play a burst, time it from the frame that carried
@@ -140,10 +95,8 @@ class Probe:
 
     def __init__(self, stack: Stack) -> None:
         self.call = RealtimeCall(stack.signaling_url, stack.config.api_key)
-        self.ear = Ear()
-        self.call.received = self.ear
+        self.echo = EchoProbe(self.call)
         self.arrivals = record_rtp_arrivals(self.call)
-        self._burst = tone(BURST_HZ, BURST_S, BURST_LEVEL)
 
     async def start(self, http: aiohttp.ClientSession) -> None:
         await self.call.connect(timeout=CONNECT_TIMEOUT_S, http=http)
@@ -153,32 +106,11 @@ class Probe:
 
     async def measure(self, bursts: int) -> dict[str, Any]:
         begin = time.monotonic()
-        ear = self.ear
-        samples = []
-        lost = 0
-        for _ in range(bursts):
-            quiet = await ear.until(
-                lambda: time.monotonic() - ear.last_loud >= QUIET_S, BURST_TIMEOUT_S
-            )
-            if not quiet:
-                lost += 1
-                continue
-            started: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-            self.call.source.play(self._burst, on_start=started.set_result)
-            try:
-                start = await asyncio.wait_for(started, BURST_TIMEOUT_S)
-            except TimeoutError:  # the call stopped pulling audio: it is dead
-                lost += 1
-                continue
-            back = await ear.until(partial(ear.heard_since, start), BURST_TIMEOUT_S)
-            if back:
-                samples.append(round((ear.onsets[-1] - start) * 1000, 1))
-            else:
-                lost += 1
+        results = [await self.echo.round_trip() for _ in range(bursts)]
         return {
             "n": bursts,
-            "samples": samples,
-            "lost": lost,
+            "samples": [r for r in results if r is not None],
+            "lost": sum(r is None for r in results),
             "server_pacing": pacing([a for a in self.arrivals if a[0] >= begin]),
         }
 

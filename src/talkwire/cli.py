@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "signaling": ("talkwire.signaling.cli", "run the OpenAI-compatible signaling server"),
     "agent": ("talkwire.agents.cli", "run a built-in agent (echo, voice)"),
     "token": ("talkwire.token_cli", "mint or inspect route tokens (server ICE ufrags)"),
+    "loadtest": ("talkwire.loadtest", "open N real WebRTC calls and time their echo"),
 }
 
 

@@ -16,16 +16,18 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aioice.stun
 import pytest
+import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from talkwire import route_token
 from talkwire.config import parse_address
 from talkwire.secret_files import write_private
+from talkwire.stack import Stack, StackConfig
 
 RELAY_START_TIMEOUT = 20.0
 RELAY_RECV_TIMEOUT = 2.0
@@ -321,3 +323,12 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
     yield server
     server.kill()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def stack() -> AsyncIterator[Stack]:
+    """The one-machine stack with its defaults, shared by a module (modules may override it)."""
+    stack = Stack(StackConfig(http_port=0, relay_port=0, demo=False))
+    await stack.start()
+    yield stack
+    await stack.stop()

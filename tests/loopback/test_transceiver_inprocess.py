@@ -35,21 +35,13 @@ from talkwire.secret_files import write_private
 from talkwire.signaling.config import SignalingConfig
 from talkwire.signaling.server import RunningSignaling, start_signaling
 from talkwire.signaling.state import STATE
-from talkwire.stack import Stack, StackConfig
+from talkwire.stack import Stack
 from talkwire.transceiver.api import make_transceiver_app
 from talkwire.transceiver.load import LoadLimits
 from talkwire.transceiver.sdp import OfferError
 from talkwire.transceiver.service import Transceiver, TransceiverConfig, Unavailable
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def stack() -> AsyncIterator[Stack]:
-    stack = Stack(StackConfig(http_port=0, relay_port=0, demo=False))
-    await stack.start()
-    yield stack
-    await stack.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -385,11 +377,16 @@ def _refused(transceiver: Transceiver, reason: str) -> float:
     )
 
 
+# Longer than the fixture's lag limit (0.25 s): the overload shows as lag even
+# when other processes on a busy host keep this one's CPU share under the CPU limit.
+HOG_CHUNK_S = 0.6
+
+
 async def _hog_loop(seconds: float) -> None:
     """What a saturated transceiver looks like from inside: the loop never idles."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        chunk = time.monotonic() + 0.04
+        chunk = time.monotonic() + HOG_CHUNK_S
         while time.monotonic() < chunk:
             pass
         await asyncio.sleep(0)
@@ -400,9 +397,8 @@ async def test_a_saturated_transceiver_refuses_new_calls_until_its_load_falls(
 ) -> None:
     client = RealtimeCall("http://unused", "unused")
     offer = await client.offer()
-    await _hog_loop(3.0)
-    assert transceiver.health()["overloaded"] is True
-    assert transceiver.health()["load"] > 0.5
+    await _hog_loop(4.0)
+    assert transceiver.health()["overloaded"] is True  # by lag at least (unit tests: the CPU)
     with pytest.raises(Unavailable, match="transceiver is overloaded: "):
         await transceiver.create_call("rtc_hot", offer, {}, stack.agent_url)
     assert _refused(transceiver, "overloaded") >= 1
