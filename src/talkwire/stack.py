@@ -202,6 +202,17 @@ class Stack:
         self.relay_metrics_url = f"http://{info['metrics']}/metrics"
         self._relay_workers = list(info["pids"])
 
+    async def terminate(self, name: str, timeout_s: float = 30.0) -> int:
+        """SIGTERM one component, as an orchestrator's stop does; its exit status."""
+        component = self.components[name]
+        assert component.process is not None
+        component.process.terminate()
+        status = await asyncio.wait_for(component.process.wait(), timeout_s)
+        if component._reader is not None:
+            await component._reader
+        del self.components[name]
+        return status
+
     async def kill(self, name: str) -> None:
         """SIGKILL one component, as a crash would."""
         component = self.components.pop(name)

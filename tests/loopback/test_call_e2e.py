@@ -611,3 +611,36 @@ async def test_a_redis_fleet_finds_transceivers_shares_calls_and_outlives_failur
         await other.close()
         await shared.close()
         await stack.stop()
+
+
+async def test_a_draining_transceiver_keeps_its_call_takes_no_new_one_then_leaves_the_registry(
+    redis_server: Any,
+) -> None:
+    stack = Stack(
+        StackConfig(
+            http_port=0, relay_port=0, demo=False, transceivers=2, registry_url=redis_server.url
+        )
+    )
+    await stack.start()
+    calls: list[RealtimeCall] = []
+    try:
+        await wait_counts(stack.signaling_url, known=2, accepting=2)
+        live = new_call(stack)
+        calls.append(live)
+        await live.connect()
+        actives = [(await transceiver_health(stack, u))["active"] for u in stack.transceiver_urls]
+        draining = ["transceiver", "transceiver-2"][actives.index(1)]
+        stopping = asyncio.create_task(stack.terminate(draining))
+        await wait_counts(stack.signaling_url, known=2, accepting=1)  # announced as draining
+        assert abs(heard_hz(await echo_check(live)) - TONE_HZ) < 15  # its call goes on
+        newcomer = new_call(stack)
+        calls.append(newcomer)
+        await newcomer.connect()
+        survivor = stack.transceiver_urls[actives.index(0)]
+        assert (await transceiver_health(stack, survivor))["active"] == 1
+        assert await stopping == 0  # drained (the stack's 2 s deadline), then a clean exit
+        await wait_counts(stack.signaling_url, known=1, accepting=1)  # and it left the registry
+    finally:
+        for call in calls:
+            await call.close()
+        await stack.stop()
