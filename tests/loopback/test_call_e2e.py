@@ -537,15 +537,23 @@ async def wait_counts(url: str, **wanted: int) -> None:
     raise AssertionError(f"signaling saw {counts}, not {wanted}")
 
 
-async def test_a_redis_fleet_finds_transceivers_shares_calls_and_outlives_failures(
-    redis_server: Any,
-) -> None:
+@pytest_asyncio.fixture(loop_scope="module")
+async def fleet(redis_server: Any) -> AsyncIterator[Stack]:
+    """Two transceivers and signaling that know each other only through Redis."""
     stack = Stack(
         StackConfig(
             http_port=0, relay_port=0, demo=False, transceivers=2, registry_url=redis_server.url
         )
     )
     await stack.start()
+    yield stack
+    await stack.stop()
+
+
+async def test_a_redis_fleet_finds_transceivers_shares_calls_and_outlives_failures(
+    redis_server: Any, fleet: Stack
+) -> None:
+    stack = fleet
     shared = RedisRegistry.from_url(redis_server.url)
     other = await start_signaling(
         SignalingConfig(
@@ -610,18 +618,12 @@ async def test_a_redis_fleet_finds_transceivers_shares_calls_and_outlives_failur
             await call.close()
         await other.close()
         await shared.close()
-        await stack.stop()
 
 
 async def test_a_draining_transceiver_keeps_its_call_takes_no_new_one_then_leaves_the_registry(
-    redis_server: Any,
+    fleet: Stack,
 ) -> None:
-    stack = Stack(
-        StackConfig(
-            http_port=0, relay_port=0, demo=False, transceivers=2, registry_url=redis_server.url
-        )
-    )
-    await stack.start()
+    stack = fleet
     calls: list[RealtimeCall] = []
     try:
         await wait_counts(stack.signaling_url, known=2, accepting=2)
@@ -643,4 +645,3 @@ async def test_a_draining_transceiver_keeps_its_call_takes_no_new_one_then_leave
     finally:
         for call in calls:
             await call.close()
-        await stack.stop()
