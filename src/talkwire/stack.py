@@ -56,7 +56,8 @@ class StackConfig:
     llm_url: str | None = None  # the voice agent answers through this chat-completions API
     llm_model: str | None = None
     # redis://…: transceivers announce themselves there and signaling finds them
-    # there (instead of health-polling the URLs it is given), as a fleet does.
+    # there (instead of health-polling the URLs it is given), as a fleet does;
+    # the relay keeps its flow cache there.
     registry_url: str | None = None
 
 
@@ -193,6 +194,7 @@ class Stack:
                 "127.0.0.0/8",
                 "--new-flows-per-prefix",
                 c.new_flows_per_prefix,
+                *(["--flow-cache", c.registry_url] if c.registry_url is not None else []),
             ],
         )
         # The relay's ready line is JSON naming its bound public addresses (port 0 -> real port).

@@ -1,0 +1,29 @@
+"""bench/scale.py --quick, tiny: so the scale benchmark cannot rot."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+
+def test_the_scale_bench_measures_restart_gaps_with_and_without_the_cache(
+    tmp_path: Path, bench_run: Callable[[str, list[str]], subprocess.CompletedProcess[str]]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "scale.json"
+    done = bench_run(
+        "scale.py", ["--quick", "--calls", "2", "--redis-port", str(port), "--out", str(out)]
+    )
+    result = json.loads(out.read_text())
+    for config in ("no_cache", "cache"):
+        figures = result[config]
+        assert figures["calls"] == 2 and figures["restarts"] == 1
+        # Every call lost audio while the relay was down, and every flow came back.
+        assert figures["gap_ms"]["p50"] >= figures["relay_restart_ms"]["p50"] * 0.5 > 0
+        assert sum(figures["recovered_by"].values()) >= 2
+    assert "cache / baseline gap p95" in done.stdout
