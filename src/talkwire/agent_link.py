@@ -29,11 +29,28 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 class AgentError(Exception):
-    """The agent failed this call: unreachable, closed, stalled or broken."""
+    """The agent failed this call: unreachable, closed, stalled or broken.
+
+    The message names internal addresses: it is for the log. ``public_event``
+    is what the browser or WebSocket client is told.
+    """
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+    def public_event(self) -> str:
+        message = _PUBLIC_MESSAGES.get(self.code, "The model's agent failed; the call is over.")
+        return error_event(self.code, message)
+
+
+_PUBLIC_MESSAGES = {
+    "agent_unreachable": "The model's agent could not be reached; try again.",
+    "agent_refused": "The model's agent refused this server: a configuration fault.",
+    "agent_stalled": "The model's agent stopped answering; the call is over.",
+    "agent_closed": "The model's agent ended the call abnormally.",
+    "agent_failed": "The connection to the model's agent failed; the call is over.",
+}
 
 
 class AgentLink:

@@ -149,6 +149,11 @@ class Keyring:
         if key_id == self.current:
             raise ConfigError(f"key id {key_id} is already the current key")
         old = self.live(now)
+        if key_id in old.until:
+            raise ConfigError(
+                f"key id {key_id} is still accepted for calls minted before an earlier"
+                " rotation (its grace has not ended); choose another --key-id"
+            )
         until = {k: end for k, end in old.until.items() if k != key_id}
         until[old.current] = now + grace_s
         keys = {k: old.keys[k] for k in until} | {key_id: secret}

@@ -51,6 +51,8 @@ def write_private(path: str | os.PathLike[str], text: str) -> None:
     try:
         with open(fd, "w", encoding="utf-8") as f:
             f.write(text)  # mkstemp creates the file 0600
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a crash leaves old or new
         os.replace(temp, name)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

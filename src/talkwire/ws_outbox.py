@@ -25,6 +25,10 @@ class Outbox:
             self.stalled.set()
 
     async def send_to(self, ws: web.WebSocketResponse) -> None:
-        """Send forever (run it as a task; it ends when cancelled or the send fails)."""
+        """Send until cancelled, or until the peer goes away (not an error: it hung up)."""
         while True:
-            await ws.send_str(await self._queue.get())
+            text = await self._queue.get()
+            try:
+                await ws.send_str(text)
+            except ConnectionError:
+                return

@@ -130,7 +130,32 @@ def test_a_new_call_from_a_reused_client_address_reaches_its_own_transceiver(
     assert receive_forwarded(new)[:3] == (client.getsockname(), 0, check)
     client.sendto(DTLS, relay.public[0])
     assert receive_forwarded(new)[:3] == (client.getsockname(), 0, DTLS)
-    relay_silence(old)  # nothing more for the old one
+    # The old call's transceiver still sends until its call times out: it must not
+    # reach the new call's client, nor pull the flow back.
+    old.sendto(pack_header(client.getsockname(), 0) + b"\x17old call", relay.internal[0])
+    client.sendto(DTLS, relay.public[0])
+    assert receive_forwarded(new)[:3] == (client.getsockname(), 0, DTLS)
+    relay_silence(old, client)
+    assert relay.wait_metric("talkwire_relay_drops_total", lambda v: v >= 1, reason="stale_hop")
+
+
+def test_a_relay_started_after_a_grace_ended_refuses_that_key(
+    relay_start: Start,
+    relay_udp: Udp,
+    relay_keyring: KeyringFixture,
+    relay_stun: Callable[..., bytes],
+    relay_silence: Callable[..., None],
+) -> None:
+    old, path = relay_keyring
+    ended = old.rotated(2, secrets.token_bytes(32), grace_s=10, now=time.time() - 60)
+    write_private(path, ended.to_text())  # the file still lists key 1, with a past until=
+    relay = relay_start()
+    transceiver = relay_udp()
+    client = relay_udp()
+    client.sendto(relay_stun(route_token.mint(old, 0, transceiver.getsockname())), relay.public[0])
+    relay_silence(transceiver)
+    assert relay.wait_metric("talkwire_relay_drops_total", lambda v: v == 1, reason="unknown_key")
+    assert relay.metric("talkwire_relay_keyring_keys") == 1
 
 
 def test_ipv6_listener(

@@ -66,3 +66,11 @@ def test_a_broken_file_is_refused_counted_and_the_keys_in_use_stay(
     fixed = Keyring.generate(5)
     write_private(ring, fixed.to_text())  # also puts the mode right
     assert watch.poll(3.0) is True and watch.keyring.current == 5 and watch.reloads == 1
+
+
+def test_a_key_whose_grace_ended_before_the_start_is_not_kept(ring: Path) -> None:
+    clock = Clock()
+    ended = Keyring.from_file(ring).rotated(2, b"\x02" * 32, grace_s=10, now=clock.now - 60)
+    write_private(ring, ended.to_text())
+    watch = KeyringWatch(ring, Keyring.from_file(ring), clock=clock)
+    assert sorted(watch.keyring.keys) == [2]

@@ -486,3 +486,10 @@ def test_a_retired_key_verifies_until_its_grace_ends_and_survives_the_file() -> 
 def test_a_bad_until_is_refused_with_its_line(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Keyring.from_text(text, source="ring")
+
+
+def test_a_key_id_still_in_its_grace_cannot_be_reused_by_a_rotation() -> None:
+    once = Keyring(1, {1: SECRET_1}).rotated(2, SECRET_2, grace_s=60, now=1_000_000)
+    with pytest.raises(ConfigError, match="key id 1 is still accepted"):
+        once.rotated(1, b"\x03" * 32, grace_s=60, now=1_000_010)
+    assert once.rotated(1, b"\x03" * 32, grace_s=60, now=1_000_060).current == 1  # grace over

@@ -23,6 +23,7 @@ from talkwire.relay.flows import (
     flow_header,
 )
 from talkwire.relay.router import (
+    MOVED_HOLD_S,
     Drop,
     FlowSource,
     ReturnRoute,
@@ -466,11 +467,18 @@ def test_a_new_call_from_a_reused_client_address_is_re_targeted_by_its_stun() ->
     assert isinstance(first, bytes)
     # The same call's consent checks, and junk that merely looks like STUN, keep the flow.
     for packet in (binding_request(token()), binding_request("x" * 32), b"\x00\x01junk"):
-        assert router.from_known_stun(packet, CLIENT, 0, first) is first
+        assert router.from_known_stun(packet, CLIENT, 0, first, 0.0) is first
     # A new call from the same address (NAT or OS port reuse) names another transceiver.
     elsewhere = ("127.0.0.1", 5001)
-    moved = router.from_known_stun(binding_request(token(address=elsewhere)), CLIENT, 0, first)
+    moved = router.from_known_stun(binding_request(token(address=elsewhere)), CLIENT, 0, first, 0.0)
     assert moved != first
     assert router.table.hops[int.from_bytes(moved[:2], "big")] == elsewhere
     assert router.from_public(DTLS, CLIENT, 0, 0.0) == moved  # its media follows
     assert router.created[FlowSource.STUN] == 2
+    # The old transceiver still sends until its call times out: dropped, the flow stays moved.
+    stale = router.from_internal(pack_header(CLIENT, 0) + RTP, TRANSCEIVER, 1.0)
+    assert stale is Drop.STALE_HOP and router.drops[Drop.STALE_HOP] == 1
+    assert router.from_public(DTLS, CLIENT, 0, 1.0) == moved
+    # Once the hold is over, return traffic may re-target as it always could (a relay restart).
+    later = router.from_internal(pack_header(CLIENT, 0) + RTP, TRANSCEIVER, 1.0 + MOVED_HOLD_S)
+    assert not isinstance(later, Drop)

@@ -62,7 +62,8 @@ class RedisFlowCache:
         self._writes: collections.deque[StoredFlow] = collections.deque()
         self._asks: collections.deque[tuple[Address, int]] = collections.deque()
         self._asked: set[tuple[Address, int]] = set()
-        self._answers: dict[tuple[Address, int], StoredFlow] = {}
+        # Kept only briefly: for the client's next packet, not as a second flow table.
+        self._answers: dict[tuple[Address, int], tuple[StoredFlow, float]] = {}
         self._unknown: dict[tuple[Address, int], float] = {}
         self._wake = threading.Event()
         self._stop = False
@@ -91,8 +92,8 @@ class RedisFlowCache:
     def lookup(self, client: Address, ingress: int) -> StoredFlow | None:
         key = (client, ingress)
         found = self._answers.pop(key, None)
-        if found is not None:
-            return found
+        if found is not None and self._clock() < found[1]:
+            return found[0]
         if key in self._asked:
             return None
         unknown_until = self._unknown.get(key)
@@ -112,6 +113,7 @@ class RedisFlowCache:
         return f"{self._prefix}{ingress}:{format_address(client[:2])}"
 
     def _run(self) -> None:
+        failing = False
         while not self._stop:
             self._wake.wait(1.0)
             self._wake.clear()
@@ -120,8 +122,12 @@ class RedisFlowCache:
                 self._answer_asks()
             except redis.RedisError as exc:
                 self.errors += 1
-                log.warning("flow cache: %s", exc)
+                if not failing:  # once per outage; the counter has the rest
+                    log.warning("flow cache unreachable (forwarding goes on): %s", exc)
+                failing = True
                 self._stop_waiting_for_answers()
+            else:
+                failing = False
 
     def _flush_writes(self) -> None:
         if not self._writes:
@@ -143,6 +149,8 @@ class RedisFlowCache:
         now = self._clock()
         if len(self._unknown) > ANSWERS_LIMIT:
             self._unknown = {k: t for k, t in self._unknown.items() if t > now}
+        if len(self._answers) > ANSWERS_LIMIT // 2:
+            self._answers = {k: v for k, v in self._answers.items() if v[1] > now}
         for (client, ingress), value in zip(keys, values, strict=True):
             self._asked.discard((client, ingress))
             if value is None:
@@ -155,7 +163,8 @@ class RedisFlowCache:
                 self.errors += 1
                 continue
             if len(self._answers) < ANSWERS_LIMIT:
-                self._answers[(client, ingress)] = StoredFlow(client, ingress, hop)
+                flow = StoredFlow(client, ingress, hop)
+                self._answers[(client, ingress)] = (flow, now + NEGATIVE_TTL_S)
 
     def _stop_waiting_for_answers(self) -> None:
         # The asks of a failed round are forgotten, so their clients may ask again.

@@ -207,10 +207,6 @@ class FlowTable:
         """The 2 bytes every flow to ``hop`` starts with, or None if no flow names it."""
         return self._hop_prefixes.get(hop)
 
-    def hop_prefix_of(self, hop: Address) -> bytes | None:
-        """The prefix flows to ``hop`` start with, if any flow ever went there."""
-        return self._hop_prefixes.get(hop)
-
     def _hop_prefix(self, hop: Address) -> bytes | None:
         prefix = self._hop_prefixes.get(hop)
         if prefix is not None:

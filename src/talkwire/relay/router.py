@@ -47,6 +47,10 @@ LOOPBACK: tuple[Network, ...] = (
 _TRUST_CACHE_SIZE = 4096
 _ROUTE_CACHE_SIZE = 16384
 _STUN_FIRST_BYTES = range(4)  # RFC 7983: 0..3
+# How long a moved flow ignores its old hop's return traffic: past the old
+# call's ICE consent timeout (30 s), after which that transceiver stops sending.
+MOVED_HOLD_S = 60.0
+_MOVED_LIMIT = 65536
 _PORT = struct.Struct("!H")
 
 
@@ -72,6 +76,7 @@ class Drop(enum.IntEnum):
     SEND_FAILED = 16  # counted by the I/O layer: the socket refused the datagram
     INTERNAL_ERROR = 17  # counted by the I/O layer: a bug caught so the worker lives
     RATE_LIMITED = 18  # a new flow from a network prefix over its rate
+    STALE_HOP = 19  # return traffic from the transceiver a client's new call moved away from
 
     @property
     def label(self) -> str:
@@ -189,6 +194,8 @@ class Router:
         # sibling workers (the kernel may hash that client to one of them).
         self.announcements: list[bytes] = []
         self._keyring = settings.keyring
+        # Flows a STUN check moved to a new hop: (client key, ingress) -> (old hop, until).
+        self._moved: dict[tuple[bytes, int], tuple[Address, float]] = {}
         self._families = tuple(settings.ingress_families)
         self._hops: dict[int, Address] = {}
         for cluster, (ip, port) in settings.cluster_ingress.items():
@@ -249,7 +256,12 @@ class Router:
         return self._create(client, ingress, hop, now, FlowSource.STUN)
 
     def from_known_stun(
-        self, data: bytes | bytearray | memoryview, client: Address, ingress: int, flow: Flow
+        self,
+        data: bytes | bytearray | memoryview,
+        client: Address,
+        ingress: int,
+        flow: Flow,
+        now: float,
     ) -> Flow:
         """A STUN packet from a client that has a flow: the flow to forward on.
 
@@ -262,12 +274,23 @@ class Router:
         hop = self._stun_hop(data)
         if isinstance(hop, Drop):
             return flow
-        prefix = self.table.hop_prefix_of(hop)
+        prefix = self.table.hop_prefix(hop)
         if prefix is not None and flow.startswith(prefix):
             return flow
+        # A move costs the same budget as a new flow: spoofed checks cannot churn flows.
+        limit = self._new_flow_limit
+        if limit is not None and limit.take(client_prefix(client[0]), now) > 0:
+            self.drops[Drop.RATE_LIMITED] += 1
+            return flow
+        old_hop = self.table.hop(flow)
         retargeted = self.table.add(client, ingress, hop)
         if retargeted is None:
             return flow
+        # The old transceiver keeps sending until its call times out; its return
+        # traffic must not move the flow back (see _from_internal).
+        if len(self._moved) >= _MOVED_LIMIT:
+            self._moved = {k: v for k, v in self._moved.items() if v[1] > now}
+        self._moved[(client_key(client), ingress)] = (old_hop, now + MOVED_HOLD_S)
         self.created[FlowSource.STUN] += 1
         if self._recording:
             self.store.record(StoredFlow(client, ingress, hop))
@@ -389,6 +412,10 @@ class Router:
             return Drop.BAD_HEADER
         route = ReturnRoute(ingress, client)
         flow = self.table.get(client, ingress)
+        if flow is not None and self._moved and self.table.hop(flow) != source:
+            moved = self._moved.get((client_key(client), ingress))
+            if moved is not None and moved[0] == source and now < moved[1]:
+                return Drop.STALE_HOP
         if flow is None or self.table.hop(flow) != source:
             created = flow is None
             flow = self.table.add(client, ingress, source)

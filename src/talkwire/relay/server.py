@@ -111,7 +111,10 @@ def _worker_main(
 
         store = RedisFlowCache(config.flow_cache, config.cluster)
         store.start()
-    router = build_router(config, keyring, store)
+    # The watch's keyring, not the raw one: a key whose grace ended before this
+    # start must not be accepted until the file next changes.
+    keys = KeyringWatch(config.keyring_path, keyring)
+    router = build_router(config, keys.keyring, store)
     row = _row(stats, plan.index)
     plan.ready.send(
         (
@@ -122,7 +125,7 @@ def _worker_main(
     )
     plan.ready.close()
     try:
-        forward(socks, router, stop_r, row, keys=KeyringWatch(config.keyring_path, keyring))
+        forward(socks, router, stop_r, row, keys=keys)
     finally:
         socks.close()
         if store is not None:

@@ -460,10 +460,14 @@ class _Loop:
         """A consent check, or a new call from a reused client address (the router decides)."""
         self.slow = True
         try:
-            return self.router.from_known_stun(data, client, ingress, flow)
+            moved = self.router.from_known_stun(data, client, ingress, flow, self.now)
         except Exception:
             self._internal_error()
             return flow
+        if moved is not flow:
+            # A new hop may have compacted the hop indices: refresh the pages now.
+            self._check_hop_epoch()
+        return moved
 
     def _new_client(
         self, data: memoryview, key: bytes | None, client: Address | None, ingress: int

@@ -20,7 +20,7 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
-from talkwire.agent_link import AgentError, AgentLink, error_event
+from talkwire.agent_link import AgentError, AgentLink
 from talkwire.agents.base import pin_audio_format
 from talkwire.protocol import events
 from talkwire.protocol.events import MAX_EVENT_BYTES, encode_event, new_id
@@ -113,12 +113,15 @@ async def _sideband(request: web.Request, st: SignalingState, call_id: str) -> w
     ws = web.WebSocketResponse(
         protocols=(SUBPROTOCOL,), max_msg_size=MAX_EVENT_BYTES, heartbeat=HEARTBEAT_S
     )
+    closing = _GoingAway(ws)
     try:
         if not ws.can_prepare(request).ok:
             raise ApiError(426, "upgrade_required", "This endpoint is a WebSocket.")
         await ws.prepare(request)
+        st.websockets.add(closing)  # closed on shutdown like the bridged sessions
         reason = await _pipe(ws, upstream)
     finally:
+        st.websockets.discard(closing)
         await upstream.close()
     st.metrics.realtime_sessions.labels(reason).inc()
     await ws.close()
@@ -141,11 +144,23 @@ async def _pipe(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocket
                 await client.send_str(BINARY_REFUSAL)
 
     tasks = {asyncio.create_task(down(), name="call"), asyncio.create_task(up(), name="client")}
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when the handler itself is cancelled
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     return "sideband_call_ended" if any(t.get_name() == "call" for t in done) else "sideband_closed"
+
+
+class _GoingAway:
+    """A sideband connection as signaling's shutdown sees it."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+
+    async def close(self) -> None:
+        await self.ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
 
 
 class Bridge:
@@ -195,8 +210,9 @@ class Bridge:
         )
         if isinstance(failure, AgentError):
             reason, code = failure.code, aiohttp.WSCloseCode.INTERNAL_ERROR
+            log.warning("realtime websocket: %s", failure)  # the detail names internal URLs
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.ws.send_str(error_event(failure.code, str(failure)))
+                await self.ws.send_str(failure.public_event())
         elif failure is not None:
             reason, code = "bridge_error", aiohttp.WSCloseCode.INTERNAL_ERROR
             log.error("realtime websocket failed", exc_info=failure)

@@ -133,6 +133,7 @@ class Transceiver:
         self.metrics.keyring_current.set(self.config.keyring.current)
         if self.config.keyring_path is not None:
             watch = KeyringWatch(self.config.keyring_path, self.config.keyring)
+            self.config.keyring = watch.keyring  # without the keys whose grace has ended
             self._watching = asyncio.create_task(self._watch_keyring(watch), name="keyring")
 
     async def _watch_keyring(self, watch: KeyringWatch) -> None:

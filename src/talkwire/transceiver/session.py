@@ -283,7 +283,7 @@ class Call:
 
     def _fail_agent(self, exc: AgentError) -> None:
         log.warning("call %s: %s", self.call_id, exc)
-        self._to_browser(error_event(exc.code, str(exc)))
+        self._to_browser(exc.public_event())
         self.end(exc.code)
 
     def _from_browser(self, message: str | bytes) -> None:
