@@ -25,6 +25,7 @@ import time
 import urllib.request
 from typing import Any
 
+from call_stats import percentile
 from common import LineProcess, machine, table, write_results
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -68,10 +69,10 @@ def longest_gap_ms(call: RealtimeCall, start: float, end: float) -> float:
     return max(b - a for a, b in itertools.pairwise(arrivals)) * 1000
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]  # noqa: E731
-    return {"p50": round(pick(0.5), 1), "p95": round(pick(0.95), 1), "max": round(ordered[-1], 1)}
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    """p50, p95 (nearest rank, as the other benches take them) and max, in ms."""
+    picked = {"p50": percentile(values, 50), "p95": percentile(values, 95), "max": max(values)}
+    return {k: None if v is None else round(v, 1) for k, v in picked.items()}
 
 
 async def run_config(name: str, config: StackConfig, calls: int, restarts: int) -> dict[str, Any]:

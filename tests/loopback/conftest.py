@@ -275,13 +275,24 @@ def bench_run() -> Callable[[str, list[str]], subprocess.CompletedProcess[str]]:
     return _run_bench
 
 
+def free_tcp_port() -> int:
+    """A loopback TCP port nothing listens on now (for servers that cannot take port 0)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def tcp_port() -> int:
+    return free_tcp_port()
+
+
 class RedisServer:
     """A real ``redis-server`` on a free loopback port, no persistence; ``url`` for clients."""
 
     def __init__(self, directory: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_tcp_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._directory = directory
         self.proc: subprocess.Popen[bytes] | None = None

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 
 def test_the_scale_bench_measures_restart_gaps_with_and_without_the_cache(
-    tmp_path: Path, bench_run: Callable[[str, list[str]], subprocess.CompletedProcess[str]]
+    tmp_path: Path,
+    bench_run: Callable[[str, list[str]], subprocess.CompletedProcess[str]],
+    tcp_port: int,
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     out = tmp_path / "scale.json"
-    done = bench_run(
-        "scale.py", ["--quick", "--calls", "2", "--redis-port", str(port), "--out", str(out)]
-    )
+    args = ["--quick", "--calls", "2", "--redis-port", str(tcp_port), "--out", str(out)]
+    done = bench_run("scale.py", args)
     result = json.loads(out.read_text())
     for config in ("no_cache", "cache"):
         figures = result[config]

@@ -8,7 +8,7 @@ non-STUN packet from an unknown client looks it up, so media resumes at once.
 
 The worker's loop never waits on Redis: writes and lookups go to one thread
 per worker through bounded queues. A lookup for a client not yet answered
-returns None at once (that packet is dropped, counted ``cache_pending``) and
+returns None at once (that packet is dropped, counted ``not_stun``) and
 asks; the answer is kept, and the client's next packet, 20 ms later, finds its
 flow. A client Redis does not know is remembered as unknown for a while, so a
 flood of junk from spoofed addresses costs one query per address, bounded by
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 ENTRY_TTL_S: Final = 7 * 3600
 # Unknown clients are not asked about again this soon.
 NEGATIVE_TTL_S: Final = 5.0
+# An answer waits this long for the client's next packet (20 ms away for media).
+ANSWER_TTL_S: Final = 5.0
 QUEUE_LIMIT: Final = 4096
 ANSWERS_LIMIT: Final = 65536
 # One slow Redis call must not hold the thread's queue for long.
@@ -164,7 +166,7 @@ class RedisFlowCache:
                 continue
             if len(self._answers) < ANSWERS_LIMIT:
                 flow = StoredFlow(client, ingress, hop)
-                self._answers[(client, ingress)] = (flow, now + NEGATIVE_TTL_S)
+                self._answers[(client, ingress)] = (flow, now + ANSWER_TTL_S)
 
     def _stop_waiting_for_answers(self) -> None:
         # The asks of a failed round are forgotten, so their clients may ask again.

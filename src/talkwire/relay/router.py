@@ -46,7 +46,9 @@ LOOPBACK: tuple[Network, ...] = (
 # Bounded so a flood from many untrusted sources cannot grow it without limit.
 _TRUST_CACHE_SIZE = 4096
 _ROUTE_CACHE_SIZE = 16384
-_STUN_FIRST_BYTES = range(4)  # RFC 7983: 0..3
+# RFC 7983: a first byte below 4 is STUN (the I/O layer tests known flows' packets with it).
+STUN_FIRST_BYTE_END = 4
+_STUN_FIRST_BYTES = range(STUN_FIRST_BYTE_END)
 # How long a moved flow ignores its old hop's return traffic: past the old
 # call's ICE consent timeout (30 s), after which that transceiver stops sending.
 MOVED_HOLD_S = 60.0
@@ -248,10 +250,7 @@ class Router:
         hop = self._stun_hop(data)
         if isinstance(hop, Drop):
             return hop
-        # Counted only for requests that would create a flow, so garbage sent
-        # from a prefix does not spend its users' budget.
-        limit = self._new_flow_limit
-        if limit is not None and limit.take(client_prefix(client[0]), now) > 0:
+        if self._over_new_flow_rate(client, now):
             return Drop.RATE_LIMITED
         return self._create(client, ingress, hop, now, FlowSource.STUN)
 
@@ -278,8 +277,7 @@ class Router:
         if prefix is not None and flow.startswith(prefix):
             return flow
         # A move costs the same budget as a new flow: spoofed checks cannot churn flows.
-        limit = self._new_flow_limit
-        if limit is not None and limit.take(client_prefix(client[0]), now) > 0:
+        if self._over_new_flow_rate(client, now):
             self.drops[Drop.RATE_LIMITED] += 1
             return flow
         old_hop = self.table.hop(flow)
@@ -295,6 +293,12 @@ class Router:
         if self._recording:
             self.store.record(StoredFlow(client, ingress, hop))
         return retargeted
+
+    def _over_new_flow_rate(self, client: Address, now: float) -> bool:
+        # Spent only by requests that would create or move a flow, so garbage
+        # sent from a prefix does not spend its users' budget.
+        limit = self._new_flow_limit
+        return limit is not None and limit.take(client_prefix(client[0]), now) > 0
 
     def _stun_hop(self, data: bytes | bytearray | memoryview) -> Address | Drop:
         """The next hop a first binding request's token names, or why there is none."""
@@ -412,11 +416,11 @@ class Router:
             return Drop.BAD_HEADER
         route = ReturnRoute(ingress, client)
         flow = self.table.get(client, ingress)
-        if flow is not None and self._moved and self.table.hop(flow) != source:
-            moved = self._moved.get((client_key(client), ingress))
-            if moved is not None and moved[0] == source and now < moved[1]:
-                return Drop.STALE_HOP
         if flow is None or self.table.hop(flow) != source:
+            if flow is not None and self._moved:
+                moved = self._moved.get((client_key(client), ingress))
+                if moved is not None and moved[0] == source and now < moved[1]:
+                    return Drop.STALE_HOP
             created = flow is None
             flow = self.table.add(client, ingress, source)
             if flow is None:

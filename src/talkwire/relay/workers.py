@@ -46,7 +46,7 @@ from talkwire.relay.flows import (
     key_sockaddr,
 )
 from talkwire.relay.metrics import Slot, publish_router
-from talkwire.relay.router import Drop, ReturnRoute, Router
+from talkwire.relay.router import STUN_FIRST_BYTE_END, Drop, ReturnRoute, Router
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +277,7 @@ def forward(
     size = DEFAULT_BATCH if batch is None else batch
     if not 1 <= size <= MAX_BATCH:
         raise ValueError(f"batch must be in 1..{MAX_BATCH}")
-    loop = _Loop(socks, router, stop_fd, row, tick, drain_limit, max_connected_hops, clock)
-    loop.keys = keys
+    loop = _Loop(socks, router, stop_fd, row, tick, drain_limit, max_connected_hops, clock, keys)
     try:
         loop.run(size if mmsg.AVAILABLE else 1)
     finally:
@@ -286,8 +285,6 @@ def forward(
 
 
 _V4_KEY = struct.Struct("!H4s")
-# RFC 7983: a first byte below 4 is STUN; on a known flow, only those are looked at.
-STUN_FIRST_BYTE_END = 4
 _DONTWAIT = mmsg.MSG_DONTWAIT
 _NO_ROUTE = ReturnRoute(0, ("", 0))
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
@@ -308,6 +305,7 @@ class _Loop:
         drain_limit: int,
         max_connected_hops: int,
         clock: Callable[[], float],
+        keys: KeyringWatch | None,
     ) -> None:
         self.socks = socks
         self.router = router
@@ -343,7 +341,7 @@ class _Loop:
         self.to_t_packets = self.to_t_bytes = self.to_c_packets = self.to_c_bytes = 0
         # Sources seen on the bound internal socket, by sockaddr key (batched).
         self.sources: dict[bytes, Address] = {}
-        self.keys: KeyringWatch | None = None
+        self.keys = keys
 
     def close(self) -> None:
         self.epoll.close()

@@ -41,6 +41,12 @@ def call_not_found(call_id: str) -> ApiError:
     return ApiError(404, "call_not_found", f"No active call with id {call_id!r}.", param="call_id")
 
 
+def call_transceiver_unavailable() -> ApiError:
+    return unavailable(
+        "transceiver_unavailable", "The call's transceiver did not answer; try again."
+    )
+
+
 async def handle_create(request: web.Request) -> web.Response:
     st = state(request)
     started = time.perf_counter()
@@ -179,15 +185,12 @@ async def call_owner(st: SignalingState, call_id: str) -> TransceiverInfo:
 
 async def _hangup(st: SignalingState, call_id: str) -> None:
     info = await call_owner(st, call_id)
-    transceiver_id = info.id
     try:
         ended = await hangup(st.client(), info, call_id, st.config.transceiver_timeout_s)
     except TransceiverUnavailable as exc:
         # Keep the mapping: the client may retry once the transceiver answers.
-        raise unavailable(
-            "transceiver_unavailable", "The call's transceiver did not answer; try again."
-        ) from exc
+        raise call_transceiver_unavailable() from exc
     await st.registry.delete_call(call_id)
     if not ended:
         raise call_not_found(call_id)
-    await _count_placed(st, transceiver_id, -1)
+    await _count_placed(st, info.id, -1)

@@ -31,11 +31,11 @@ from talkwire.protocol.realtime_ws import (
     Refusal,
 )
 from talkwire.signaling.auth import authenticate, require_api_key
-from talkwire.signaling.calls import call_not_found, call_owner
+from talkwire.signaling.calls import call_not_found, call_owner, call_transceiver_unavailable
 from talkwire.signaling.client_secrets import merge_call_session, resolve_model
-from talkwire.signaling.errors import ApiError, unavailable
+from talkwire.signaling.errors import ApiError
 from talkwire.signaling.state import SignalingState, state
-from talkwire.ws_outbox import Outbox
+from talkwire.ws_outbox import Outbox, until_first
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +100,10 @@ async def _sideband(request: web.Request, st: SignalingState, call_id: str) -> w
             timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
             max_msg_size=0,  # the transceiver bounds what it sends
         )
-    except aiohttp.WSServerHandshakeError as exc:
-        if exc.status == 404:
-            raise call_not_found(call_id) from None
-        raise unavailable(
-            "transceiver_unavailable", "The call's transceiver did not answer; try again."
-        ) from exc
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise unavailable(
-            "transceiver_unavailable", "The call's transceiver did not answer; try again."
-        ) from exc
+        if isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status == 404:
+            raise call_not_found(call_id) from None  # it ended between the lookup and now
+        raise call_transceiver_unavailable() from exc
     ws = web.WebSocketResponse(
         protocols=(SUBPROTOCOL,), max_msg_size=MAX_EVENT_BYTES, heartbeat=HEARTBEAT_S
     )
@@ -143,14 +137,9 @@ async def _pipe(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocket
             elif message.type == aiohttp.WSMsgType.BINARY:
                 await client.send_str(BINARY_REFUSAL)
 
-    tasks = {asyncio.create_task(down(), name="call"), asyncio.create_task(up(), name="client")}
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:  # also when the handler itself is cancelled
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return "sideband_call_ended" if any(t.get_name() == "call" for t in done) else "sideband_closed"
+    call_side = asyncio.create_task(down())
+    done = await until_first({call_side, asyncio.create_task(up())})
+    return "sideband_call_ended" if call_side in done else "sideband_closed"
 
 
 class _GoingAway:
@@ -198,12 +187,7 @@ class Bridge:
         reader = asyncio.create_task(self._read())
         writer = asyncio.create_task(self._out.send_to(self.ws))
         stalled = asyncio.create_task(self._out.stalled.wait())
-        tasks = {agent, reader, writer, stalled}
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
+        done = await until_first({agent, reader, writer, stalled})
         reason, code = "client_closed", aiohttp.WSCloseCode.OK
         failure = next(
             (t.exception() for t in done if not t.cancelled() and t.exception() is not None), None
@@ -220,7 +204,6 @@ class Bridge:
             reason, code = "client_stalled", aiohttp.WSCloseCode.POLICY_VIOLATION
         elif agent in done:
             reason = "agent_closed"
-        await asyncio.gather(*tasks, return_exceptions=True)
         # Counted before the close handshake: whoever sees the close sees the count.
         self._metrics.realtime_sessions.labels(reason).inc()
         await self._link.close()

@@ -14,7 +14,7 @@ from talkwire.internal_auth import require_secret
 from talkwire.protocol.events import MAX_EVENT_BYTES
 from talkwire.transceiver.sdp import MAX_OFFER_BYTES, OfferError
 from talkwire.transceiver.service import Transceiver, Unavailable
-from talkwire.ws_outbox import Outbox
+from talkwire.ws_outbox import Outbox, until_first
 
 TRANSCEIVER_KEY = web.AppKey("transceiver", Transceiver)
 # Probes: a load balancer or Prometheus needs no secret.
@@ -90,23 +90,21 @@ async def call_events(request: web.Request) -> web.StreamResponse:
         async for message in ws:
             if message.type != aiohttp.WSMsgType.TEXT:
                 return
-            problem = call.from_sideband(message.data)
+            problem = call.from_client(message.data)
             if problem is not None:
                 outbox.put(problem)
 
-    tasks = {
-        asyncio.create_task(read()),
-        asyncio.create_task(outbox.send_to(ws)),
-        asyncio.create_task(outbox.stalled.wait()),
-        asyncio.create_task(call.wait_ended()),
-    }
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await until_first(
+            {
+                asyncio.create_task(read()),
+                asyncio.create_task(outbox.send_to(ws)),
+                asyncio.create_task(outbox.stalled.wait()),
+                asyncio.create_task(call.wait_ended()),
+            }
+        )
     finally:
         unwatch()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
     stalled = outbox.stalled.is_set()
     await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION if stalled else aiohttp.WSCloseCode.OK)
     return ws

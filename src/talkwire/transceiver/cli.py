@@ -137,12 +137,12 @@ def run(args: argparse.Namespace) -> int:
     api = parse_address(args.api, "API address", allow_port_zero=True)
     logging.basicConfig(level=os.environ.get("TALKWIRE_LOG", "WARNING"))
     if args.registry is not None:
-        check_registry_url(args.registry)
+        check_registry_url(args.registry)  # a bad URL or a missing extra stops it here
         host = api[0].strip("[]")
         if args.api_advertise is None and host in ("0.0.0.0", "::"):
             raise ConfigError(
                 f"--api {args.api} listens on every address: with --registry, say which one"
                 " signaling should use with --api-advertise http://HOST:PORT"
-            )  # a bad URL or a missing extra stops it here
+            )
     uvloop.run(serve(config, api, args.registry, args.api_advertise))
     return 0

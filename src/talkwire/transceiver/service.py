@@ -132,7 +132,8 @@ class Transceiver:
         self._measuring = asyncio.create_task(measure(self.load), name="load-gauge")
         self.metrics.keyring_current.set(self.config.keyring.current)
         if self.config.keyring_path is not None:
-            watch = KeyringWatch(self.config.keyring_path, self.config.keyring)
+            # This task's sleep paces the polls: the watch's own pacing would skip some.
+            watch = KeyringWatch(self.config.keyring_path, self.config.keyring, interval_s=0.0)
             self.config.keyring = watch.keyring  # without the keys whose grace has ended
             self._watching = asyncio.create_task(self._watch_keyring(watch), name="keyring")
 

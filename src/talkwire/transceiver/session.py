@@ -287,11 +287,11 @@ class Call:
         self.end(exc.code)
 
     def _from_browser(self, message: str | bytes) -> None:
-        problem = self.from_sideband(message)
+        problem = self.from_client(message)
         if problem is not None:
             self._to_browser(problem)
 
-    def from_sideband(self, message: str | bytes) -> str | None:
+    def from_client(self, message: str | bytes) -> str | None:
         """A client event from the browser or a sideband connection, for the agent.
 
         Returns the ``error`` event for the sender when it is not one.
