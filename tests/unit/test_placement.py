@@ -70,6 +70,17 @@ def test_measured_load_outranks_a_low_call_count_and_overload_excludes() -> None
     assert not accepts_calls(hot, NOW)
 
 
+def test_fullness_within_a_step_is_noise_and_fewer_calls_go_first() -> None:
+    # a looked a little idler at its last report but has just been given a call.
+    a = info("a", capacity=100, active=1, load=0.01)
+    b = info("b", capacity=100, active=0, load=0.04)
+    assert ids(place([a, b], "eu", NOW)) == ["b", "a"]
+    # A step apart, the idler one wins whatever the counts.
+    c = info("c", capacity=100, active=3, load=0.02)
+    d = info("d", capacity=100, active=0, load=0.2)
+    assert ids(place([c, d], "eu", NOW)) == ["c", "d"]
+
+
 def test_load_fields_are_optional_in_json_and_validated() -> None:
     record = info("x").to_json()
     del record["load"], record["overloaded"]

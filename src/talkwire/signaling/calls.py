@@ -85,7 +85,6 @@ async def _create(request: web.Request, st: SignalingState) -> web.Response:
     payload = {"call_id": call_id, "sdp": sdp, "session": session, "agent_url": agent_url}
     info, answer = await _place_and_forward(st, payload, region)
     await st.registry.put_call(call_id, info.id, config.call_ttl_s)
-    await _count_placed(st, info.id)
     log.info(
         "call created",
         extra={"call_id": call_id, "transceiver": info.id, "region": region, "model": model},
@@ -115,9 +114,12 @@ async def _place_and_forward(
         raise unavailable("no_transceiver_available", no_room)
     all_full = True
     for info in candidates[:MAX_ATTEMPTS]:
+        # Counted before the offer goes out, so offers placed meanwhile see it.
+        await _count_placed(st, info.id)
         try:
             answer = await create_call(st.client(), info, payload, config.transceiver_timeout_s)
         except TransceiverUnavailable as exc:
+            await _count_placed(st, info.id, -1)
             # Full: its last report was older than the calls that filled it.
             st.metrics.placement_failures.labels(
                 "transceiver_full" if exc.full else "transceiver_failed"
@@ -140,9 +142,9 @@ async def _place_and_forward(
 
 
 async def _count_placed(st: SignalingState, transceiver_id: str, calls: int = 1) -> None:
-    # Load is reported about once a second; counting the call now keeps a
-    # burst of offers from all landing on the transceiver that looked idlest
-    # at the last report, and a hangup counted now frees its place at once
+    # Load is reported about once a second; counting the call as it is placed
+    # keeps a burst of offers from all landing on the transceiver that looked
+    # idlest at the last report, and a hangup counted now frees its place at once
     # for the next caller. The next report overwrites this estimate.
     for info in await st.registry.transceivers():
         if info.id == transceiver_id:

@@ -9,6 +9,10 @@ from collections.abc import Iterable
 from talkwire.registry.base import TransceiverInfo
 
 DEFAULT_MAX_AGE_S = 3.0
+# Fullness closer than this is noise (a CPU sample, a call being set up): the
+# transceiver with fewer calls goes first. Without it a burst of offers all
+# lands on whichever looked a hair emptier at its last report, a second ago.
+FULLNESS_STEP = 0.05
 
 
 def is_healthy(info: TransceiverInfo, now: float, max_age_s: float = DEFAULT_MAX_AGE_S) -> bool:
@@ -42,17 +46,19 @@ def place(
 ) -> list[TransceiverInfo]:
     """Candidates in the order to try them.
 
-    Those in ``region`` come first, least full (``fullness``) first,
-    ties in random order so equal transceivers share new calls. The others
+    Those in ``region`` come first, least full (``fullness``, in steps of
+    ``FULLNESS_STEP``) first; within a step fewer calls first (signaling counts
+    each call it places at once, so a burst alternates), then at random so equal
+    transceivers share new calls. The others
     follow in the same order: they are the fallback when the region has no
     one left, and the retry target when the region's only candidate fails.
     """
     pick = rng if rng is not None else random.Random()
     eligible = [t for t in transceivers if accepts_calls(t, now, max_age_s)]
     # Random tiebreaks drawn once per candidate so the sort stays consistent.
-    keyed = [(fullness(t), pick.random(), t) for t in eligible]
-    keyed.sort(key=lambda k: (k[0], k[1]))
-    ordered = [t for _, _, t in keyed]
+    keyed = [(int(fullness(t) / FULLNESS_STEP), t.active, pick.random(), t) for t in eligible]
+    keyed.sort(key=lambda k: k[:3])
+    ordered = [k[3] for k in keyed]
     local = [t for t in ordered if t.region == region]
     remote = [t for t in ordered if t.region != region]
     return local + remote
