@@ -114,11 +114,21 @@ async def _sideband(request: web.Request, st: SignalingState, call_id: str) -> w
         await ws.prepare(request)
         st.websockets.add(closing)  # closed on shutdown like the bridged sessions
         reason = await _pipe(ws, upstream)
+        if reason == "sideband_call_ended" and upstream.close_code not in _CLOSED_ON_PURPOSE:
+            # No close frame: the transceiver died or its host went away, and the
+            # call with it. Say so, where a hung-up call just closes.
+            reason = "sideband_call_lost"
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(CALL_LOST)
     finally:
         st.websockets.discard(closing)
         await upstream.close()
     st.metrics.realtime_sessions.labels(reason).inc()
-    await ws.close()
+    await ws.close(
+        code=aiohttp.WSCloseCode.INTERNAL_ERROR
+        if reason == "sideband_call_lost"
+        else aiohttp.WSCloseCode.OK
+    )
     return ws
 
 
@@ -230,6 +240,20 @@ class Bridge:
                 return
 
 
+# Close codes the transceiver sends on purpose (ended, shutting down, sideband
+# too slow); anything else, or none, means it is gone.
+_CLOSED_ON_PURPOSE = (
+    aiohttp.WSCloseCode.OK,
+    aiohttp.WSCloseCode.GOING_AWAY,
+    aiohttp.WSCloseCode.POLICY_VIOLATION,
+)
+CALL_LOST: Final = encode_event(
+    events.error_event(
+        "the server carrying this call stopped; the call has ended",
+        code="call_lost",
+        error_type="server_error",
+    )
+)
 BINARY_REFUSAL: Final = encode_event(
     events.error_event(
         "binary frames are not part of the Realtime WebSocket API; send audio as"
