@@ -1,16 +1,19 @@
 """Scale figures: how fast calls come up through signaling, and the audio gap
 when the relay is killed (-9) and restarted under live calls, with and without
-the shared flow cache (Redis), in the same run; plus where the new relay's
-flows came from (STUN, return traffic, the cache).
+the shared flow cache (Redis), and when one relay of a pair sharing the ports
+is killed (then started again), all in the same run; plus where the new
+relay's flows came from (STUN, return traffic, the cache).
 
   .venv/bin/python bench/scale.py              # 20 calls, 3 restarts each way (~1 min)
   .venv/bin/python bench/scale.py --quick      # 4 calls, 1 restart
 
-Every call is a real aiortc client through the relay to the echo agent; the
-client sends silence frames, the echo sends them back, so each call receives a
-frame every 20 ms and the gap is the longest silence between two arrivals
-around the restart. The one-machine stack shares two cores with the clients:
-read the ratio between the two configurations, not the absolute figures.
+Every call is a real aiortc client through the relay to the echo agent,
+playing a tone through each fault; the gap is the longest time between two
+loud echoed frames around it, so a break in either direction shows (the
+transceiver fills what the agent does not send with silence, so counting
+arrivals alone would miss the client-to-server side). The one-machine stack
+shares two cores with the clients: read the ratios between configurations,
+not the absolute figures.
 """
 
 from __future__ import annotations
@@ -25,16 +28,19 @@ import time
 import urllib.request
 from typing import Any
 
+import numpy as np
 from call_stats import percentile
 from common import LineProcess, machine, table, write_results
 from prometheus_client.parser import text_string_to_metric_families
 
-from talkwire.client import RealtimeCall
+from talkwire.client import RealtimeCall, tone
+from talkwire.echo_probe import LOUD
 from talkwire.stack import Stack, StackConfig
 
 STEADY_S = 1.0  # audio flowing before the kill
 RECOVERY_WINDOW_S = 3.0  # where the gap is looked for after it
 SETUP_CONCURRENCY = 4
+TONE_HZ = 440.0
 
 
 def start_redis(port: int, directory: str) -> LineProcess:
@@ -51,8 +57,8 @@ def start_redis(port: int, directory: str) -> LineProcess:
     return redis
 
 
-def relay_sources(stack: Stack) -> dict[str, float]:
-    with urllib.request.urlopen(stack.relay_metrics_url, timeout=5) as reply:
+def relay_sources(metrics_url: str) -> dict[str, float]:
+    with urllib.request.urlopen(metrics_url, timeout=5) as reply:
         text = reply.read().decode()
     created: dict[str, float] = collections.Counter()
     for family in text_string_to_metric_families(text):
@@ -63,7 +69,9 @@ def relay_sources(stack: Stack) -> dict[str, float]:
 
 
 def longest_gap_ms(call: RealtimeCall, start: float, end: float) -> float:
-    arrivals = [at for at, _ in call.received if start <= at <= end]
+    arrivals = [
+        at for at, samples in call.received if start <= at <= end and np.abs(samples).max() > LOUD
+    ]
     if len(arrivals) < 2:
         return (end - start) * 1000
     return max(b - a for a, b in itertools.pairwise(arrivals)) * 1000
@@ -75,9 +83,14 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     return {k: None if v is None else round(v, 1) for k, v in picked.items()}
 
 
-async def run_config(name: str, config: StackConfig, calls: int, restarts: int) -> dict[str, Any]:
+async def run_config(
+    name: str, config: StackConfig, calls: int, restarts: int, pair: bool = False
+) -> dict[str, Any]:
+    """``pair``: a second relay shares the ports; the first is killed, then started again."""
     stack = Stack(config)
     await stack.start()
+    if pair:
+        await stack.start_relay("relay-b")
     clients = [RealtimeCall(stack.signaling_url, stack.config.api_key) for _ in range(calls)]
     try:
         gate = asyncio.Semaphore(SETUP_CONCURRENCY)
@@ -90,19 +103,32 @@ async def run_config(name: str, config: StackConfig, calls: int, restarts: int) 
         await asyncio.gather(*(connect(c) for c in clients))
         setup_s = time.monotonic() - began
         gaps: list[float] = []
-        restart_ms: list[float] = []  # kill -9 until the new relay is ready: no relay at all
+        rejoin_gaps: list[float] = []
+        restart_ms: list[float] = []  # kill -9 until the new relay is ready
         sources: collections.Counter[str] = collections.Counter()
+
+        async def window(start: float) -> list[float]:
+            await asyncio.sleep(RECOVERY_WINDOW_S)  # the measurement window: audio flows
+            return [longest_gap_ms(c, start - 0.2, start + RECOVERY_WINDOW_S) for c in clients]
+
         for restart in range(restarts):
             print(f"  {name}: restart {restart + 1}/{restarts}", flush=True)
-            await asyncio.sleep(STEADY_S)  # a measurement window: audio flows meanwhile
+            for client in clients:  # a tone through the whole round: every echoed frame is loud
+                client.source.play(tone(TONE_HZ, STEADY_S + RECOVERY_WINDOW_S * 2 + 1.0))
+            await asyncio.sleep(STEADY_S)
             killed = time.monotonic()
             await stack.kill("relay")
-            await stack.start_relay()
+            if not pair:
+                await stack.start_relay()
             restart_ms.append((time.monotonic() - killed) * 1000)
-            await asyncio.sleep(RECOVERY_WINDOW_S)
-            gaps += [longest_gap_ms(c, killed - 0.2, killed + RECOVERY_WINDOW_S) for c in clients]
-            sources.update(relay_sources(stack))
-        return {
+            gaps += await window(killed)
+            if pair:
+                rejoined = time.monotonic()
+                await stack.start_relay()
+                rejoin_gaps += await window(rejoined)
+            sources.update(relay_sources(stack.relay_metrics_urls["relay"]))  # new each round
+            await asyncio.sleep(1.0)  # the tone ends before the next round starts one
+        result = {
             "calls": calls,
             "setup_calls_per_s": round(calls / setup_s, 2),
             "restarts": restarts,
@@ -110,6 +136,11 @@ async def run_config(name: str, config: StackConfig, calls: int, restarts: int) 
             "relay_restart_ms": percentiles(restart_ms),
             "recovered_by": dict(sources),
         }
+        if pair:
+            result["rejoin_gap_ms"] = percentiles(rejoin_gaps)
+            sources.update(relay_sources(stack.relay_metrics_urls["relay-b"]))  # the survivor
+            result["recovered_by"] = dict(sources)
+        return result
     finally:
         await asyncio.gather(*(c.hangup() for c in clients), return_exceptions=True)
         await stack.stop()
@@ -127,9 +158,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             with_cache = await run_config(
                 "flow cache", StackConfig(**base, registry_url=url), calls, restarts
             )
+            pair = await run_config(
+                "relay pair", StackConfig(**base, registry_url=url), calls, restarts, pair=True
+            )
         finally:
             redis.stop()
-    return {"machine": machine(), "quick": args.quick, "no_cache": without, "cache": with_cache}
+    return {
+        "machine": machine(),
+        "quick": args.quick,
+        "no_cache": without,
+        "cache": with_cache,
+        "pair": pair,
+    }
 
 
 def main() -> int:
@@ -142,7 +182,12 @@ def main() -> int:
     args = parser.parse_args()
     result = asyncio.run(run(args))
     rows = []
-    for name, key in (("no flow cache (baseline)", "no_cache"), ("flow cache in Redis", "cache")):
+    configurations = (
+        ("restart, no flow cache (baseline)", "no_cache"),
+        ("restart, flow cache in Redis", "cache"),
+        ("one of a relay pair killed", "pair"),
+    )
+    for name, key in configurations:
         r = result[key]
         created = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["recovered_by"].items()))
         gap = r["gap_ms"]
@@ -150,7 +195,7 @@ def main() -> int:
         rows.append(
             (name, gap["p50"], gap["p95"], gap["max"], restart, r["setup_calls_per_s"], created)
         )
-    print(f"\nrelay kill -9 + restart under {result['cache']['calls']} live calls")
+    print(f"\nrelay kill -9 under {result['cache']['calls']} live calls")
     print(
         table(
             ["", "gap p50 ms", "gap p95 ms", "gap max ms", "relay down ms", "setups/s", "flows by"],
@@ -159,7 +204,10 @@ def main() -> int:
     )
     base_p95 = result["no_cache"]["gap_ms"]["p95"]
     if base_p95:
-        print(f"cache / baseline gap p95: x{result['cache']['gap_ms']['p95'] / base_p95:.2f}")
+        for key in ("cache", "pair"):
+            print(f"{key} / baseline gap p95: x{result[key]['gap_ms']['p95'] / base_p95:.2f}")
+    rejoin = result["pair"]["rejoin_gap_ms"]
+    print(f"pair: the killed relay started again, gap p50/p95 {rejoin['p50']}/{rejoin['p95']} ms")
     path = write_results(
         "scale", result, None if args.out is None else __import__("pathlib").Path(args.out)
     )

@@ -47,12 +47,19 @@ class PcmSource(MediaStreamTrack):
 
     `play(samples)` queues audio; silence fills the gaps. The monotonic time at
     which each queued clip's first frame was handed to aiortc is recorded.
+
+    ``send_silence=False`` sends nothing between clips, as a muted microphone
+    with Opus DTX nearly does: a crowd of such calls costs both ends only the
+    server's audio, which is how a 2-core host carries the clients and the
+    servers of many calls at once.
     """
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, send_silence: bool = True) -> None:
         super().__init__()
+        self._send_silence = send_silence
+        self._queued = asyncio.Event()
         self._pending: list[tuple[np.ndarray, Callable[[float], None] | None]] = []
         self._current: np.ndarray | None = None
         self._offset = 0
@@ -62,10 +69,18 @@ class PcmSource(MediaStreamTrack):
 
     def play(self, samples: np.ndarray, on_start: Callable[[float], None] | None = None) -> None:
         self._pending.append((samples.astype(np.int16), on_start))
+        self._queued.set()
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        if not self._send_silence and self._current is None and not self._pending:
+            self._queued.clear()
+            paused = time.monotonic()
+            await self._queued.wait()
+            # The RTP clock runs on through the pause, as the far end expects.
+            self._pts += int((time.monotonic() - paused) * CLIENT_RATE)
+            self._next_at = None
         now = time.monotonic()
         if self._next_at is None:
             self._next_at = now
@@ -115,12 +130,18 @@ class ClientTimings:
 class RealtimeCall:
     """One call from this process. Use `connect`, then `hangup`."""
 
-    def __init__(self, base_url: str, api_key: str, session: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        session: dict[str, Any] | None = None,
+        source: PcmSource | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.session = session or {"type": "realtime", "model": "echo"}
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.source = PcmSource()
+        self.source = source or PcmSource()
         self.timings = ClientTimings()
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.event_log: list[dict[str, Any]] = []

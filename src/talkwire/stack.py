@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import socket
 import sys
 import tempfile
@@ -63,12 +62,72 @@ class StackConfig:
 
 @dataclass
 class Component:
+    """One child process that prints ``ready ...`` once it serves."""
+
     name: str
     argv: list[str]
     process: asyncio.subprocess.Process | None = None
     ready: str = ""  # the rest of its ready line
     output: list[str] = field(default_factory=list)
     _reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, name: str, argv: list[str], env: dict[str, str]) -> Component:
+        """Run ``argv`` and wait for its ready line; StackError (with its output) if none comes."""
+        component = cls(name, argv)
+        component.process = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
+        )
+        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        component._reader = asyncio.create_task(component._read(ready))
+        try:
+            component.ready = await asyncio.wait_for(ready, READY_TIMEOUT_S)
+        except (TimeoutError, StackError) as exc:
+            await component.stop()
+            tail = "\n".join(component.output[-20:])
+            raise StackError(f"{name} did not become ready: {exc}\n{tail}") from None
+        return component
+
+    async def terminate(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, as an orchestrator's stop does; the exit status."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.terminate()
+        status = await asyncio.wait_for(self.process.wait(), timeout_s)
+        await self._reaped()
+        return status
+
+    async def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
+        await self._reaped()
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit within ``timeout_s``."""
+        try:
+            await self.terminate(timeout_s)
+        except TimeoutError:
+            await self.kill()
+
+    async def _reaped(self) -> None:
+        if self._reader is not None:
+            await self._reader
+
+    async def _read(self, ready: asyncio.Future[str]) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        async for raw in self.process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.output.append(line)
+            del self.output[:-200]
+            if not ready.done() and line.startswith("ready "):
+                ready.set_result(line[len("ready ") :])
+            elif os.environ.get("TALKWIRE_STACK_ECHO"):
+                print(f"[{self.name}] {line}", file=sys.stderr)
+        if not ready.done():
+            ready.set_exception(StackError(f"exited with {await self.process.wait()}"))
 
 
 class Stack:
@@ -84,8 +143,8 @@ class Stack:
         self.voice_url = ""
         self.relay_address: Address = (config.host, config.relay_port)
         self.relay_internal: Address | None = None
-        self.relay_metrics_url = ""
-        self._relay_workers: list[int] = []
+        self.relay_metrics_urls: dict[str, str] = {}
+        self._relay_workers: dict[str, list[int]] = {}
         self.transceiver_url = ""  # the first one's; all of them in transceiver_urls
         self.transceiver_urls: list[str] = []
         self.signaling_url = ""
@@ -170,14 +229,19 @@ class Stack:
             *(["--registry", c.registry_url] if c.registry_url is not None else []),
         ]
 
-    async def start_relay(self) -> None:
-        """Start (or restart) the relay on the same public and internal ports."""
+    async def start_relay(self, name: str = "relay") -> None:
+        """Start (or restart) a relay on the same public and internal ports.
+
+        A second name (``relay-b``) runs a second relay beside the first, the
+        two sharing the ports through SO_REUSEPORT: a relay pair, where either
+        can die without a gap (docs/relay.md, Recovery).
+        """
         c = self.config
         if self.relay_internal is None:
             # Fixed across restarts, so transceivers' return traffic finds the new relay.
             self.relay_internal = (c.host, _free_udp_port(c.host, c.relay_workers))
         ready = await self._spawn(
-            "relay",
+            name,
             [
                 "relay",
                 "--listen",
@@ -201,32 +265,25 @@ class Stack:
         info = json.loads(ready)
         host, _, port = info["public"][0].rpartition(":")
         self.relay_address = (host.strip("[]"), int(port))
-        self.relay_metrics_url = f"http://{info['metrics']}/metrics"
-        self._relay_workers = list(info["pids"])
+        self.relay_metrics_urls[name] = f"http://{info['metrics']}/metrics"
+        self._relay_workers[name] = list(info["pids"])
+
+    @property
+    def relay_metrics_url(self) -> str:
+        return self.relay_metrics_urls["relay"]
 
     async def terminate(self, name: str, timeout_s: float = 30.0) -> int:
         """SIGTERM one component, as an orchestrator's stop does; its exit status."""
-        component = self.components[name]
-        assert component.process is not None
-        component.process.terminate()
-        status = await asyncio.wait_for(component.process.wait(), timeout_s)
-        if component._reader is not None:
-            await component._reader
+        status = await self.components[name].terminate(timeout_s)
         del self.components[name]
         return status
 
     async def kill(self, name: str) -> None:
         """SIGKILL one component, as a crash would."""
-        component = self.components.pop(name)
-        assert component.process is not None
-        component.process.kill()
-        await component.process.wait()
-        if component._reader is not None:
-            await component._reader
-        if name == "relay":
-            # Orphaned workers still hold the ports until they notice; a new
-            # relay must not share SO_REUSEPORT groups with them.
-            await asyncio.gather(*(_process_gone(pid) for pid in self._relay_workers))
+        await self.components.pop(name).kill()
+        # A relay's orphaned workers still hold the ports until they notice; a
+        # new relay must not share SO_REUSEPORT groups with them.
+        await asyncio.gather(*(process_gone(pid) for pid in self._relay_workers.pop(name, [])))
 
     async def wait_transceiver_healthy(self) -> None:
         async with aiohttp.ClientSession() as http:
@@ -241,56 +298,20 @@ class Stack:
 
     async def stop(self) -> None:
         for name in reversed(list(self.components)):
-            component = self.components.pop(name)
-            process = component.process
-            if process is not None and process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(process.wait(), 10)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
-            if component._reader is not None:
-                await component._reader
+            await self.components.pop(name).stop()
         self._dir.cleanup()
 
     async def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> str:
+        environment = {
+            **os.environ,
+            "TALKWIRE_LOG": self.config.log_level,
+            SECRET_ENV: self.internal_secret,
+            **(env or {}),
+        }
         argv = [sys.executable, "-m", "talkwire.cli", *args]
-        component = Component(name, argv)
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={
-                **os.environ,
-                "TALKWIRE_LOG": self.config.log_level,
-                SECRET_ENV: self.internal_secret,
-                **(env or {}),
-            },
-        )
-        component.process = process
+        component = await Component.start(name, argv, environment)
         self.components[name] = component
-        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        component._reader = asyncio.create_task(self._read(component, ready))
-        try:
-            component.ready = await asyncio.wait_for(ready, READY_TIMEOUT_S)
-        except (TimeoutError, StackError) as exc:
-            tail = "\n".join(component.output[-20:])
-            raise StackError(f"{name} did not become ready: {exc}\n{tail}") from None
         return component.ready
-
-    async def _read(self, component: Component, ready: asyncio.Future[str]) -> None:
-        assert component.process is not None and component.process.stdout is not None
-        async for raw in component.process.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            component.output.append(line)
-            del component.output[:-200]
-            if not ready.done() and line.startswith("ready "):
-                ready.set_result(line[len("ready ") :])
-            elif os.environ.get("TALKWIRE_STACK_ECHO"):
-                print(f"[{component.name}] {line}", file=sys.stderr)
-        if not ready.done():
-            ready.set_exception(StackError(f"exited with {await component.process.wait()}"))
 
 
 def _free_udp_port(host: str, count: int) -> int:
@@ -317,7 +338,7 @@ def _free_udp_port(host: str, count: int) -> int:
     raise StackError(f"no {count} consecutive free UDP ports on {host}")
 
 
-async def _process_gone(pid: int) -> None:
+async def process_gone(pid: int) -> None:
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:

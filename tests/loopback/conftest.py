@@ -23,6 +23,7 @@ import aioice.stun
 import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
+from servers import RedisServer
 
 from talkwire import route_token
 from talkwire.config import parse_address
@@ -288,50 +289,9 @@ def tcp_port() -> int:
     return free_tcp_port()
 
 
-class RedisServer:
-    """A real ``redis-server`` on a free loopback port, no persistence; ``url`` for clients."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_tcp_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._directory = directory
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        """(Re)start on the same port, empty: a restarted Redis has lost everything."""
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self._directory)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 20
-        seen = b""
-        while b"Ready to accept connections" not in seen:
-            readable, _, _ = select.select([self.proc.stdout], [], [], 1.0)
-            if readable:
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    raise AssertionError(f"redis-server exited: {seen.decode(errors='replace')}")
-                seen += chunk
-            if time.monotonic() > deadline:
-                self.kill()
-                raise AssertionError(f"redis-server not ready: {seen.decode(errors='replace')}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
-
-
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
+    server = RedisServer(tmp_path, port=free_tcp_port())
     yield server
     server.kill()
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def test_the_scale_bench_measures_restart_gaps_with_and_without_the_cache(
+def test_the_scale_bench_measures_restart_gaps_with_and_without_the_cache_and_a_pair(
     tmp_path: Path,
     bench_run: Callable[[str, list[str]], subprocess.CompletedProcess[str]],
     tcp_port: int,
@@ -23,4 +23,7 @@ def test_the_scale_bench_measures_restart_gaps_with_and_without_the_cache(
         # Every call lost audio while the relay was down, and every flow came back.
         assert figures["gap_ms"]["p50"] >= figures["relay_restart_ms"]["p50"] * 0.5 > 0
         assert sum(figures["recovered_by"].values()) >= 2
-    assert "cache / baseline gap p95" in done.stdout
+    pair = result["pair"]  # one of two relays killed: the other carries every call on
+    assert pair["calls"] == 2 and sum(pair["recovered_by"].values()) >= 2
+    assert set(pair["rejoin_gap_ms"]) == {"p50", "p95", "max"}
+    assert "cache / baseline gap p95" in done.stdout and "pair / baseline" in done.stdout
