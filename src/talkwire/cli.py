@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from talkwire.config_file import CONFIG_ENV, table_arguments
 from talkwire.errors import ConfigError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -25,9 +28,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser, and each subcommand's (so a config file can be checked against it)."""
     parser = argparse.ArgumentParser(prog="talkwire", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands: dict[str, argparse.ArgumentParser] = {}
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         if name not in _requested_or_all():
             sub.add_parser(name, help=help_text)
@@ -35,8 +40,44 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
+        p.add_argument(
+            "--config",
+            metavar="FILE",
+            help=f"read flags from this TOML file's [{name}] table (default ${CONFIG_ENV})",
+        )
         p.set_defaults(_module=module)
-    return parser
+        commands[name] = p
+    return parser, commands
+
+
+def with_config_file(
+    argv: Sequence[str], commands: dict[str, argparse.ArgumentParser]
+) -> list[str]:
+    """``argv`` with the config file's flags put right after the command, so
+    the command line's own come later and win (``config_file``)."""
+    index = next((i for i, a in enumerate(argv) if a in commands), None)
+    if index is None:
+        return list(argv)
+    command, rest = argv[index], list(argv[index + 1 :])
+    path = os.environ.get(CONFIG_ENV)
+    for i, arg in enumerate(rest):
+        if arg == "--config" and i + 1 < len(rest):
+            path = rest[i + 1]
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+    if not path:
+        return list(argv)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
+    sub = commands[command]
+    known = {flag for action in sub._actions for flag in action.option_strings}
+    # A positional with fixed choices (the agent's name) names a sub-table.
+    names = {c for a in sub._actions if not a.option_strings and a.choices for c in a.choices}
+    table = [command, *[a for a in rest if a in names][:1]]
+    added = table_arguments(text, path, table, known)
+    return [*argv[: index + 1], *added, *rest]
 
 
 def _requested_or_all() -> set[str]:
@@ -48,12 +89,13 @@ def _requested_or_all() -> set[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
-    parser = build_parser()
-    args = parser.parse_args()
+    parser, commands = build_parser()
     try:
+        args = parser.parse_args(with_config_file(sys.argv[1:], commands))
         return int(args._module.run(args))
     except ConfigError as exc:
-        print(f"talkwire {args.command}: error: {exc}", file=sys.stderr)
+        command = next((a for a in sys.argv[1:] if a in SUBCOMMANDS), "")
+        print(f"talkwire {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -427,3 +427,42 @@ async def test_no_tasks_leak_after_calls_end(
         assert not pending, pending
     assert Sleeper.closed.is_set()
     assert live_calls(server.runner.app) == 0
+
+
+async def test_metrics_count_live_calls_how_calls_ended_and_refused_upgrades(
+    server: AgentServer, http: aiohttp.ClientSession
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base = server.url.replace("ws://", "http://")
+
+    async def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        async with http.get(base + "/metrics") as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    good, _ = await connect(http, server, "echo", "rtc_m_good")
+    bad, _ = await connect(http, server, "boom", "rtc_m_bad")
+    async with http.get(base + "/v1/agents/echo") as resp:
+        assert resp.status == 426
+    assert (await samples())[("talkwire_agent_calls_active", (("agent", "echo"),))] == 1
+    for frame in tone_frames(60):  # boom fails on audio
+        await bad.send_bytes(frame)
+    await receive_until_closed(bad)
+    await good.close()
+    ended_bad = ("talkwire_agent_calls_ended_total", (("agent", "boom"), ("end", "agent_error")))
+    ended_good = ("talkwire_agent_calls_ended_total", (("agent", "echo"), ("end", "ok")))
+    for _ in range(100):  # counted once the server's side of each call has finished
+        now = await samples()
+        if now.get(ended_bad) == 1 and now.get(ended_good) == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert now.get(ended_bad) == 1 and now.get(ended_good) == 1, now
+    assert now[("talkwire_agent_calls_active", (("agent", "echo"),))] == 0
+    refused = ("talkwire_agent_upgrades_refused_total", (("reason", "upgrade_required"),))
+    assert now[refused] == 1

@@ -18,6 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import WSMsgType, web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 
 from talkwire.agents.base import (
     CLOSE_INTERNAL_ERROR,
@@ -54,6 +61,36 @@ CLOSE_POLICY_VIOLATION: Final = 1008
 MAX_FRAME_BYTES: Final = 4 * MAX_EVENT_BYTES
 _CALL_ID_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _CLOSING: Final = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
+# How a call ended, by the close code this server sent.
+_END_BY_CODE: Final = {
+    CLOSE_OK: "ok",
+    CLOSE_GOING_AWAY: "shutdown",
+    CLOSE_POLICY_VIOLATION: "refused",
+    CLOSE_INTERNAL_ERROR: "agent_error",
+}
+
+
+class AgentMetrics:
+    """``/metrics`` of an agent server: its own registry, so two servers in
+    one process (the tests) never share series."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.active = Gauge(
+            "talkwire_agent_calls_active", "Calls being served", ["agent"], registry=self.registry
+        )
+        self.ended = Counter(
+            "talkwire_agent_calls_ended",
+            "Calls ended, by how (ok, shutdown, refused, agent_error, other)",
+            ["agent", "end"],
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "talkwire_agent_upgrades_refused",
+            "WebSocket upgrades refused before a call began, by why",
+            ["reason"],
+            registry=self.registry,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +133,7 @@ class _CallConnection:
         )
         self.call: Call | None = None
         self.agent: Agent | None = None
+        self.close_code = CLOSE_OK
 
     def end(self, error: ErrorEvent | None, code: int) -> None:
         """Ask for the call to end (the first request wins); returns at once."""
@@ -152,6 +190,7 @@ class _CallConnection:
                         extra={"call_id": self._call_id, "agent": self._agent_name},
                     )
             error, code = self._end.result() if self._end.done() else (None, CLOSE_OK)
+            self.close_code = code
             if error is not None:
                 await self._send_raw(error)
             if not self.ws.closed:
@@ -264,17 +303,21 @@ class _AgentService:
         self.agents = dict(agents)
         self.settings = settings
         self.calls: set[_CallConnection] = set()
+        self.metrics = AgentMetrics()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         secret = self.settings.internal_secret
         if secret is not None and not authorized(request, secret):
+            self.metrics.refused.labels("unauthorized").inc()
             return unauthorized()
         name = request.match_info["name"]
         factory = self.agents.get(name)
         if factory is None:
+            self.metrics.refused.labels("unknown_agent").inc()
             return _json_error(404, f"no agent named {name!r}", "unknown_agent")
         call_id = request.query.get("call_id")
         if call_id is not None and not _CALL_ID_RE.fullmatch(call_id):
+            self.metrics.refused.labels("invalid_call_id").inc()
             return _json_error(400, "call_id must be 1-128 of [A-Za-z0-9_.:-]", "invalid_call_id")
         ws = web.WebSocketResponse(
             timeout=self.settings.close_timeout,
@@ -283,16 +326,25 @@ class _AgentService:
             heartbeat=self.settings.heartbeat,
         )
         if not ws.can_prepare(request).ok:
+            self.metrics.refused.labels("upgrade_required").inc()
             return _json_error(426, "this endpoint is a WebSocket", "upgrade_required")
         conn = _CallConnection(ws, factory, name, call_id, self.settings)
         # Registered before the upgrade is answered, so a shutdown can never miss it.
         self.calls.add(conn)
+        active = self.metrics.active.labels(name)
+        active.inc()
         try:
             await ws.prepare(request)
             await conn.run()
         finally:
             self.calls.discard(conn)
+            active.dec()
+            self.metrics.ended.labels(name, _END_BY_CODE.get(conn.close_code, "other")).inc()
         return ws
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -310,11 +362,12 @@ SERVICE_KEY: Final = web.AppKey("talkwire.agents.service", _AgentService)
 def make_agent_app(
     agents: Mapping[str, AgentFactory], settings: ServerSettings | None = None
 ) -> web.Application:
-    """An aiohttp app serving ``agents`` (name → Agent class or factory) plus /healthz."""
+    """An aiohttp app serving ``agents`` (name → Agent class or factory), /healthz and /metrics."""
     service = _AgentService(agents, settings or ServerSettings())
     app = web.Application()
     app[SERVICE_KEY] = service
     app.router.add_get("/healthz", service.healthz)
+    app.router.add_get("/metrics", service.metrics_page)
     app.router.add_get("/v1/agents/{name}", service.handle)
     app.on_shutdown.append(service.shutdown)
     return app
