@@ -2,7 +2,11 @@
 
 A secret file that another user can read has leaked already, so a file with
 any group or other permission bit set is refused, as ssh refuses such a
-private key; the error says which chmod fixes it.
+private key; the error says which chmod fixes it. One exception, PostgreSQL's
+for its TLS key: a file owned by root may also be group-readable (0640 or
+less). An administrator put it there for a service group, and it is how
+Kubernetes hands a secret to a container that does not run as root (the
+volume's files are root's, readable by the pod's fsGroup).
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ def read_private(path: str | os.PathLike[str], what: str) -> str:
     name = os.fspath(path)
     try:
         with open(name, encoding="utf-8") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            info = os.fstat(f.fileno())
+            group_may_read = stat.S_IRGRP if info.st_uid == 0 else 0
+            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) & ~group_may_read:
                 raise ConfigError(
-                    f"{what} {name} is mode {stat.S_IMODE(mode):04o}: other users can reach"
-                    f" it; run 'chmod 600 {name}'"
+                    f"{what} {name} is mode {stat.S_IMODE(info.st_mode):04o}: other users can"
+                    f" reach it; run 'chmod 600 {name}'"
                 )
             return f.read()
     except FileNotFoundError:
