@@ -33,21 +33,26 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser = argparse.ArgumentParser(prog="talkwire", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands: dict[str, argparse.ArgumentParser] = {}
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    for name, (_, help_text) in SUBCOMMANDS.items():
         if name not in _requested_or_all():
             sub.add_parser(name, help=help_text)
             continue
-        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(p)
-        p.add_argument(
-            "--config",
-            metavar="FILE",
-            help=f"read flags from this TOML file's [{name}] table (default ${CONFIG_ENV})",
-        )
-        p.set_defaults(_module=module)
+        add_command_arguments(p, name)
         commands[name] = p
     return parser, commands
+
+
+def add_command_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """Everything subcommand ``name`` accepts, ``--config`` included."""
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    module.add_arguments(parser)
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"read flags from this TOML file's [{name}] table (default ${CONFIG_ENV})",
+    )
+    parser.set_defaults(_module=module)
 
 
 def with_config_file(
