@@ -161,9 +161,17 @@ class RealtimeCall:
         self.channel.on("message", self._on_message)
 
     async def connect(
-        self, timeout: float = 10.0, http: aiohttp.ClientSession | None = None
+        self,
+        timeout: float = 10.0,
+        http: aiohttp.ClientSession | None = None,
+        via: tuple[str, int] | None = None,
     ) -> None:
-        """Offer, POST it to /v1/realtime/calls, and wait for the connection."""
+        """Offer, POST it to /v1/realtime/calls, and wait for the connection.
+
+        ``via``: send the media to this relay address instead of the one the
+        answer names, as anycast or geo-DNS would steer a client to the
+        nearest entry point (a global relay) in front of the same session.
+        """
         offer = await self.offer()
         own_http = http is None
         http = http or aiohttp.ClientSession()
@@ -184,7 +192,8 @@ class RealtimeCall:
         finally:
             if own_http:
                 await http.close()
-        await self.accept(body, timeout)
+        await self.accept(body if via is None else candidates_via(body, via), timeout)
+        self.answer_sdp = body  # signaling's, as it came
 
     async def offer(self) -> str:
         """Create the SDP offer (gathering complete)."""
@@ -288,6 +297,19 @@ class RealtimeCall:
         if isinstance(event, dict):
             self.event_log.append(event)
             self.events.put_nowait(event)
+
+
+def candidates_via(answer_sdp: str, relay: tuple[str, int]) -> str:
+    """The answer with every candidate's address and port replaced by ``relay``'s."""
+
+    def moved(line: str) -> str:
+        if not line.startswith("a=candidate:"):
+            return line
+        fields = line.split(" ")
+        fields[4], fields[5] = relay[0], str(relay[1])
+        return " ".join(fields)
+
+    return "\r\n".join(moved(line) for line in answer_sdp.split("\r\n"))
 
 
 def onset_times(received: list[tuple[float, np.ndarray]], threshold: int = 3000) -> list[float]:

@@ -32,6 +32,7 @@ _MAGIC0, _MAGIC1 = MAGIC
 _V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
 
 assert _HEADER.size == HEADER_SIZE
+_INGRESS_AT = 6  # after magic, version, flags and the client port
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +100,15 @@ def unpack_header(data: bytes | bytearray | memoryview) -> EncapHeader:
 def is_encapsulated(data: bytes | bytearray | memoryview) -> bool:
     """Cheap test for the magic; a full header still needs ``unpack_header``."""
     return len(data) >= HEADER_SIZE and data[0] == _MAGIC0 and data[1] == _MAGIC1
+
+
+def with_ingress(datagram: bytes | bytearray | memoryview, ingress: int) -> bytearray:
+    """A copy of an encapsulated ``datagram`` whose header names ``ingress``
+    instead (a relay passing a reply on to the global relay it came through)."""
+    if not 0 <= ingress <= MAX_INGRESS:
+        raise EncapError(f"encap: ingress index {ingress} out of range 0..{MAX_INGRESS}")
+    if len(datagram) < HEADER_SIZE:
+        raise EncapError(f"encap: {len(datagram)} bytes is shorter than a header")
+    copy = bytearray(datagram)
+    copy[_INGRESS_AT : _INGRESS_AT + 2] = ingress.to_bytes(2, "big")
+    return copy

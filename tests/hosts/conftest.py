@@ -8,8 +8,14 @@ client host's event loop.
     eu-t1/t2  10.99.0.12/13  transceivers, region eu, cluster 1
     us-relay  10.99.0.21   one relay, cluster 2
     us-t1/t2  10.99.0.22/23  transceivers, region us, cluster 2
+    global    10.99.0.31   a global relay (cluster 0): forwards each token to its cluster's relay
     cl-eu     10.99.0.101  a client the region table places in eu
     cl-us     10.99.0.102  a client the region table places in us
+    cl-far    10.99.0.103  a client far from both, placed in eu, entering through `global`
+
+Each region relay takes the global relay's clients on its backbone port. One
+keyring serves every cluster (the global relay checks every token), as in
+deploy/.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from talkwire.stack import Component, process_gone
 SIGNALING_PORT = 8080
 RELAY_PORT = 3478
 RELAY_INTERNAL_PORT = 3479
+BACKBONE_PORT = 3480
 REDIS_PORT = 6379
 
 
@@ -73,6 +80,7 @@ class Fleet:
     redis: RedisServer
     regions: dict[str, Region]
     components: list[Component] = field(default_factory=list)
+    global_relay: Component | None = None
     signaling_url: str = ""
     agent_url: str = ""
 
@@ -85,16 +93,22 @@ class Fleet:
         self.components.append(component)
         return component
 
+    @property
+    def keyring(self) -> Path:
+        return self.directory / "keyring"
+
     async def start_relay(self, region: Region, name: str) -> Component:
-        keyring = self.directory / f"keyring-{region.name}"
+        global_relay = self.lab["global"].address
         relay = await self.start(
             region.relay_host,
             name,
             "relay",
             "--listen", f"{region.relay_address}:{RELAY_PORT}",
             "--internal", f"{region.relay_address}:{RELAY_INTERNAL_PORT}",
+            "--backbone", f"{region.relay_address}:{BACKBONE_PORT}",
+            "--backbone-peer", f"{global_relay}:{RELAY_INTERNAL_PORT}",
             "--metrics", f"{region.relay_address}:0",
-            "--keyring", str(keyring),
+            "--keyring", str(self.keyring),
             "--workers", "1",
             "--cluster", str(region.cluster),
             "--trust", "10.99.0.0/24",
@@ -102,6 +116,31 @@ class Fleet:
         )  # fmt: skip
         region.relays[name] = relay
         return relay
+
+    async def start_global_relay(self) -> Component:
+        host = self.lab["global"]
+        ingresses = [
+            arg
+            for region in self.regions.values()
+            for arg in (
+                "--cluster-ingress",
+                f"{region.cluster}={region.relay_address}:{BACKBONE_PORT}",
+            )
+        ]
+        self.global_relay = await self.start(
+            host,
+            "relay",
+            "relay",
+            "--listen", f"{host.address}:{RELAY_PORT}",
+            "--internal", f"{host.address}:{RELAY_INTERNAL_PORT}",
+            "--metrics", f"{host.address}:0",
+            "--keyring", str(self.keyring),
+            "--workers", "1",
+            "--cluster", "0",
+            "--trust", "10.99.0.0/24",
+            *ingresses,
+        )  # fmt: skip
+        return self.global_relay
 
     async def kill_relay(self, region: Region, name: str) -> None:
         """SIGKILL the relay and its workers at once, as a crashed host or pod."""
@@ -123,7 +162,7 @@ class Fleet:
             "--udp", f"{host.address}:0",
             "--relay-public", f"{region.relay_address}:{RELAY_PORT}",
             "--trust", f"{region.relay_address}/32",
-            "--keyring", str(self.directory / f"keyring-{region.name}"),
+            "--keyring", str(self.keyring),
             "--cluster", str(region.cluster),
             "--region", region.name,
             "--registry", self.redis.url,
@@ -162,7 +201,8 @@ def lab() -> Iterator[Lab]:
             ("core", 2),
             ("eu-relay", 11), ("eu-t1", 12), ("eu-t2", 13),
             ("us-relay", 21), ("us-t1", 22), ("us-t2", 23),
-            ("cl-eu", 101), ("cl-us", 102),
+            ("global", 31),
+            ("cl-eu", 101), ("cl-us", 102), ("cl-far", 103),
         ):  # fmt: skip
             made.add(name, index)
         yield made
@@ -185,14 +225,17 @@ async def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
         "eu": Region("eu", 1, lab["eu-relay"], [lab["eu-t1"], lab["eu-t2"]]),
         "us": Region("us", 2, lab["us-relay"], [lab["us-t1"], lab["us-t2"]]),
     }
-    for region in regions.values():
-        write_private(directory / f"keyring-{region.name}", Keyring.generate().to_text())
+    write_private(directory / "keyring", Keyring.generate().to_text())
     table = directory / "regions.json"
     table.write_text(
         json.dumps(
             {
                 "default_region": "eu",
-                "networks": {"10.99.0.101/32": "eu", "10.99.0.102/32": "us"},
+                "networks": {
+                    "10.99.0.101/32": "eu",
+                    "10.99.0.102/32": "us",
+                    "10.99.0.103/32": "eu",
+                },
             }
         )
     )
@@ -204,6 +247,7 @@ async def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
         await fleet.start_relay(regions["eu"], "relay-a")
         await fleet.start_relay(regions["eu"], "relay-b")
         await fleet.start_relay(regions["us"], "relay")
+        await fleet.start_global_relay()
         for region in regions.values():
             for host in region.transceiver_hosts:
                 await fleet.start_transceiver(region, host)
@@ -228,13 +272,13 @@ async def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
 
 @pytest.fixture(scope="module")
 def crowds(fleet: Fleet) -> Iterator[dict[str, list[Crowd]]]:
-    """Client processes: two on cl-eu (fifty calls fill more than one), one on cl-us."""
+    """Client processes: two on cl-eu (fifty calls fill more than one), one on each other."""
     made = {
         name: [
             Crowd(fleet.lab[name].namespace, fleet.signaling_url, fleet.api_key)
             for _ in range(count)
         ]
-        for name, count in (("cl-eu", 2), ("cl-us", 1))
+        for name, count in (("cl-eu", 2), ("cl-us", 1), ("cl-far", 1))
     }
     yield made
     for crowd in itertools.chain.from_iterable(made.values()):

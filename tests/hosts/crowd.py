@@ -57,9 +57,10 @@ class Crowd:
             raise AssertionError(f"client process, {method}: {value}")
         return value
 
-    async def open(self, count: int) -> list[int]:
-        """Open ``count`` calls; their indices. AssertionError names a failed one."""
-        indices: list[int] = await self.ask("open", count)
+    async def open(self, count: int, via: tuple[str, int] | None = None) -> list[int]:
+        """Open ``count`` calls; their indices. AssertionError names a failed one.
+        ``via``: the relay their media goes to (``RealtimeCall.connect``)."""
+        indices: list[int] = await self.ask("open", count, via)
         return indices
 
     def close(self) -> None:
@@ -125,15 +126,16 @@ class _Calls:
         finally:
             await self.hang_up(list(self.probes))
 
-    async def open(self, count: int) -> list[int]:
+    async def open(self, count: int, via: list[Any] | None = None) -> list[int]:
         gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+        relay = (via[0], via[1]) if via is not None else None
 
         async def one() -> EchoProbe:
             call = RealtimeCall(self.url, self.key, source=PcmSource(send_silence=False))
             probe = EchoProbe(call)
             try:
                 async with gate:
-                    await call.connect(timeout=20)
+                    await call.connect(timeout=20, via=relay)
             except BaseException:
                 await call.close()
                 raise

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import Fleet, get
+from conftest import RELAY_PORT, Fleet, get
 from crowd import Crowd
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -302,3 +302,26 @@ async def test_a_draining_transceiver_keeps_its_calls_and_takes_no_new_one(
         if "us-t1" not in us.transceivers:
             await fleet.start_transceiver(us, fleet.lab["us-t1"])
             await fleet.core.run(fleet.until_transceivers(known=4, accepting=4))
+
+
+async def test_a_client_entering_through_the_global_relay_reaches_its_region(
+    fleet: Fleet, crowds: dict[str, list[Crowd]]
+) -> None:
+    """cl-far's media goes to the global relay (anycast or geo-DNS would send it
+    there; here the client is told to: the one emulated part). The answer names
+    the eu relay, where signaling placed the session."""
+    eu, crowd = fleet.regions["eu"], crowds["cl-far"][0]
+    entry = (fleet.lab["global"].address, RELAY_PORT)
+    assert fleet.global_relay is not None
+    before = await fleet.core.run(flows_created(fleet.global_relay.ready))
+    calls = Calls([(crowd, await crowd.open(3, via=entry))])
+    try:
+        assert await calls.each("candidates") == [[eu.relay_address]] * 3
+        held = await fleet.core.run(owners(fleet, await calls.each("call_ids")))
+        assert set(held) <= set(eu.transceivers), held
+        assert None not in await calls.each("round_trips")
+        # The global relay made their flows from STUN and sent them on to eu's backbone.
+        after = await fleet.core.run(flows_created(fleet.global_relay.ready))
+        assert after["stun"] - before["stun"] == 3, (before, after)
+    finally:
+        await calls.hang_up()

@@ -255,6 +255,67 @@ def test_other_cluster_is_forwarded_to_its_ingress(
     assert receive_forwarded(ingress_2)[2] == RTP
 
 
+def test_a_global_relay_carries_a_client_to_the_region_and_its_replies_back(
+    relay_start: Start,
+    relay_udp: Udp,
+    relay_keyring: KeyringFixture,
+    relay_stun: Callable[..., bytes],
+) -> None:
+    # The global relay's internal port is fixed first: the region relay names it as its peer.
+    probe = relay_udp()
+    global_internal = probe.getsockname()
+    probe.close()
+    g_host, g_port = global_internal
+    region = relay_start(
+        "--cluster", "1",
+        "--backbone", "127.0.0.1:0",
+        "--backbone-peer", f"{g_host}:{g_port}",
+    )  # fmt: skip
+    backbone = region.info["backbone"]
+    entry = relay_start(
+        "--cluster", "0", "--cluster-ingress", f"1={backbone}",
+        listen=("127.0.0.1:0", "127.0.0.2:0"),
+        internal=f"{g_host}:{g_port}",
+    )  # fmt: skip
+    transceiver = relay_udp()
+    client = relay_udp()
+    request = relay_stun(route_token.mint(relay_keyring[0], 1, transceiver.getsockname()))
+
+    # In through the global relay's second socket, out of the region relay to the
+    # transceiver, the header naming the client and a virtual ingress.
+    client.sendto(request, entry.public[1])
+    who, ingress, payload, region_internal = receive_forwarded(transceiver)
+    assert (who, payload) == (client.getsockname(), request)
+    assert ingress == 1 + 0 * 16 + 1  # past the region's one socket: peer 0, its socket 1
+    assert region_internal == region.internal[0]
+
+    # The reply goes back the same way and leaves from the socket the client used.
+    transceiver.sendto(pack_header(who, ingress) + b"\x17reply", region_internal)
+    data, source = client.recvfrom(65536)
+    assert (data, source) == (b"\x17reply", entry.public[1])
+
+    # Media follows both flows, no STUN needed.
+    client.sendto(RTP, entry.public[1])
+    assert receive_forwarded(transceiver)[:3] == (client.getsockname(), ingress, RTP)
+    assert region.metric("talkwire_relay_flows_created_total", source="stun") == 1
+    assert entry.metric("talkwire_relay_flows_created_total", source="stun") == 1
+
+
+def test_the_backbone_takes_only_its_peers(
+    relay_start: Start,
+    relay_udp: Udp,
+    relay_keyring: KeyringFixture,
+    relay_stun: Callable[..., bytes],
+) -> None:
+    region = relay_start("--backbone", "127.0.0.1:0", "--backbone-peer", "127.0.0.9:3479")
+    host, _, port = region.info["backbone"].rpartition(":")
+    stranger, transceiver = relay_udp(), relay_udp()
+    request = relay_stun(route_token.mint(relay_keyring[0], 0, transceiver.getsockname()))
+    stranger.sendto(pack_header(("198.51.100.1", 5000), 0) + request, (host, int(port)))
+    region.wait_metric("talkwire_relay_drops_total", lambda v: v == 1, reason="untrusted_source")
+    assert region.metric("talkwire_relay_flows") == 0
+
+
 def test_verify_integrity_option(
     relay_start: Start,
     relay_udp: Udp,

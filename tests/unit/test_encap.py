@@ -166,3 +166,15 @@ def test_fuzz_round_trip(
     decoded = ipaddress.ip_address(header.client[0])
     mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
     assert decoded == (mapped or ip)
+
+
+def test_with_ingress_rewrites_only_the_ingress_of_a_copy() -> None:
+    datagram = encap.pack_header(("203.0.113.9", 4242), 17) + b"payload"
+    moved = encap.with_ingress(memoryview(datagram), 3)
+    assert encap.unpack_header(moved) == EncapHeader(("203.0.113.9", 4242), 3)
+    assert moved[encap.HEADER_SIZE :] == b"payload"
+    assert encap.unpack_header(datagram).ingress == 17  # the original is untouched
+    with pytest.raises(EncapError, match="out of range"):
+        encap.with_ingress(datagram, 1 << 16)
+    with pytest.raises(EncapError, match="shorter than a header"):
+        encap.with_ingress(datagram[:10], 1)

@@ -24,6 +24,7 @@ from talkwire.relay.flows import (
 )
 from talkwire.relay.router import (
     MOVED_HOLD_S,
+    VIRTUAL_PER_PEER,
     Drop,
     FlowSource,
     ReturnRoute,
@@ -482,3 +483,65 @@ def test_a_new_call_from_a_reused_client_address_is_re_targeted_by_its_stun() ->
     # Once the hold is over, return traffic may re-target as it always could (a relay restart).
     later = router.from_internal(pack_header(CLIENT, 0) + RTP, TRANSCEIVER, 1.0 + MOVED_HOLD_S)
     assert not isinstance(later, Drop)
+
+
+GLOBAL_RELAY = ("10.9.0.1", 3479)  # a global relay's internal address: a backbone peer
+
+
+def backbone_router() -> Router:
+    settings = RouterSettings(
+        keyring=KEYRING,
+        cluster=1,
+        ingress_families=(4,),
+        internal_family=4,
+        backbone_peers=(("10.9.0.9", 3479), GLOBAL_RELAY),
+    )
+    return Router(settings, FlowTable(1 + 2 * VIRTUAL_PER_PEER, capacity=10, idle_timeout=30))
+
+
+def test_a_client_a_global_relay_forwards_gets_a_virtual_ingress_that_leads_replies_back() -> None:
+    router = backbone_router()
+    check = binding_request(route_token.mint(KEYRING, 1, TRANSCEIVER))
+    # The global relay's socket 3 received it; peer 1's block starts at 1 + 16.
+    forwarded = pack_header(CLIENT, 3) + check
+    decision = router.from_backbone(forwarded, (GLOBAL_RELAY[0], 40001), 0.0)
+    assert not isinstance(decision, Drop)
+    flow, ingress = decision
+    assert ingress == 1 + VIRTUAL_PER_PEER + 3
+    assert unpack_header(flow_header(flow)) == unpack_header(pack_header(CLIENT, ingress))
+    assert router.created[FlowSource.STUN] == 1
+    # Media follows the flow; the transceiver's reply names the virtual ingress ...
+    media = router.from_backbone(pack_header(CLIENT, 3) + RTP, (GLOBAL_RELAY[0], 40002), 1.0)
+    assert media == (flow, ingress)
+    route = router.from_internal(pack_header(CLIENT, ingress) + b"\x17reply", TRANSCEIVER, 1.0)
+    assert route == ReturnRoute(ingress, CLIENT)
+    # ... which names the global relay and its own socket to send from.
+    assert router.backbone_route(ingress) == (GLOBAL_RELAY, 3)
+    assert router.public_count == 1
+
+
+@pytest.mark.parametrize(
+    ("datagram", "source", "drop"),
+    [
+        (pack_header(CLIENT, 0) + RTP, ("10.9.0.77", 3479), Drop.UNTRUSTED_SOURCE),
+        (pack_header(CLIENT, VIRTUAL_PER_PEER) + RTP, GLOBAL_RELAY, Drop.UNKNOWN_INGRESS),
+        (b"TW\x01\x00" + bytes(30), GLOBAL_RELAY, Drop.BAD_HEADER),
+        (pack_header(CLIENT, 0), GLOBAL_RELAY, Drop.TOO_SHORT),
+        (pack_header(CLIENT, 0) + RTP, GLOBAL_RELAY, Drop.NOT_STUN),  # no flow yet
+    ],
+)
+def test_backbone_datagrams_that_route_nowhere_are_dropped_and_counted(
+    datagram: bytes, source: Address, drop: Drop
+) -> None:
+    router = backbone_router()
+    assert router.from_backbone(datagram, source, 0.0) == drop
+    assert router.drops[drop] == 1
+    assert router.created == [0] * len(FlowSource)
+
+
+def test_a_table_without_room_for_the_peers_blocks_is_refused() -> None:
+    settings = RouterSettings(
+        keyring=KEYRING, cluster=1, ingress_families=(4,), backbone_peers=(GLOBAL_RELAY,)
+    )
+    with pytest.raises(ValueError, match="number of ingresses"):
+        Router(settings, FlowTable(1, capacity=10, idle_timeout=30))

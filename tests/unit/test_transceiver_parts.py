@@ -68,8 +68,6 @@ class TestDemux:
             demux.route(from_relay(binding_request("BBBBother:cli1")), RELAY) is Drop.UNKNOWN_UFRAG
         )
         assert demux.route(from_relay(b"\x80" + bytes(30)), RELAY) is Drop.UNKNOWN_CLIENT
-        wrong_ingress = from_relay(binding_request("AAAAsession1:cli1"), ingress=1)
-        assert demux.route(wrong_ingress, RELAY) is Drop.UNKNOWN_INGRESS
         assert demux.route(binding_request("AAAAsession1:cli1"), RELAY) is Drop.BAD_HEADER
         assert demux.drops[Drop.BAD_HEADER] == 1
         assert demux.relay_for(CLIENT) is None  # nothing unauthenticated is remembered
@@ -102,6 +100,21 @@ class TestDemux:
         assert isinstance(demux.route(from_relay(response), RELAY), Delivery)
         indication = stun_message(kind=aioice_stun.Class.INDICATION)
         assert isinstance(demux.route(from_relay(indication), RELAY), Delivery)
+
+    def test_a_client_through_a_global_relay_keeps_its_virtual_ingress_for_replies(self) -> None:
+        # Ingress 17 is past the relay's own sockets: a global relay's, forwarded.
+        demux: Demux[str] = Demux()
+        demux.register("AAAAsession1", PASSWORD, {0: "session-1", 1: "session-1-v6"})
+        routed = demux.route(from_relay(binding_request("AAAAsession1:cli1"), ingress=17), RELAY)
+        assert isinstance(routed, Delivery) and routed.endpoint == "session-1"
+        assert demux.ingress_for(CLIENT, 0) == 17  # replies name it again
+        media = demux.route(from_relay(b"\x80" + bytes(30), ingress=17), RELAY)
+        assert isinstance(media, Delivery) and media.endpoint == "session-1"
+        # The same address checking in on one of the relay's own sockets is direct again.
+        demux.route(from_relay(binding_request("AAAAsession1:cli1"), ingress=1), RELAY)
+        assert demux.ingress_for(CLIENT, 1) == 1
+        demux.unregister("AAAAsession1")
+        assert demux.ingress_for(CLIENT, 0) == 0
 
     def test_unregister_forgets_clients_and_a_reused_address_moves_sessions(self) -> None:
         demux: Demux[str] = Demux()

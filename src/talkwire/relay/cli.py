@@ -37,6 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where tokens of another cluster N are forwarded, repeatable",
     )
     add(
+        "--backbone",
+        metavar="HOST:PORT",
+        help="receive clients that global relays forward here (their --cluster-ingress)",
+    )
+    add(
+        "--backbone-peer",
+        action="append",
+        metavar="HOST:PORT",
+        help="a global relay's --internal address: the only senders --backbone accepts, "
+        "and where their clients' replies go; repeatable",
+    )
+    add(
         "--trust",
         action="append",
         metavar="CIDR",

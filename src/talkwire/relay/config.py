@@ -14,7 +14,7 @@ from talkwire.errors import ConfigError
 from talkwire.rate_limit import Rate
 from talkwire.registry import check_registry_url
 from talkwire.relay.flows import DEFAULT_CAPACITY, DEFAULT_IDLE_TIMEOUT
-from talkwire.relay.router import LOOPBACK, Network
+from talkwire.relay.router import LOOPBACK, VIRTUAL_PER_PEER, Network
 from talkwire.route_token import MAX_CLUSTER
 
 DEFAULT_LISTEN = "0.0.0.0:3478"
@@ -23,6 +23,8 @@ _CLUSTER_INGRESS = re.compile(r"(\d+)=(.+)")
 # Per worker and client /24 or /64: a busy office or carrier NAT starts a few
 # calls a second; a spoofing host walking its own prefix is held to this.
 DEFAULT_NEW_FLOWS_PER_PREFIX = "100/500"
+# Virtual ingress indices must fit the header's 16 bits.
+MAX_BACKBONE_PEERS = 0xFFFF // VIRTUAL_PER_PEER - 16
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class RelayConfig:
     ready_file: str | None = None
     socket_buffer: int = 0
     flow_cache: str | None = None  # redis:// URL of the shared flow cache
+    # Where global relays forward clients to this region (all workers share it).
+    backbone: tuple[str, int] | None = None
+    backbone_peers: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -74,6 +79,19 @@ class RelayConfig:
                 raise ConfigError(
                     f"--cluster-ingress {cluster}={format_address(address)}: address family "
                     f"differs from --internal {format_address(self.internal)}"
+                )
+
+        if self.backbone_peers and self.backbone is None:
+            raise ConfigError("--backbone-peer needs --backbone, where those peers send")
+        if len(self.backbone_peers) > MAX_BACKBONE_PEERS:
+            raise ConfigError(f"--backbone-peer: at most {MAX_BACKBONE_PEERS} peers")
+        if len({ip for ip, _ in self.backbone_peers}) != len(self.backbone_peers):
+            raise ConfigError("--backbone-peer: one per host (peers are told apart by IP)")
+        for peer in self.backbone_peers:
+            if (":" in peer[0]) != internal_v6:
+                raise ConfigError(
+                    f"--backbone-peer {format_address(peer)}: address family differs from"
+                    f" --internal {format_address(self.internal)}"
                 )
 
     @property
@@ -146,4 +164,12 @@ def from_args(args: argparse.Namespace) -> RelayConfig:
         ready_file=args.ready_file,
         socket_buffer=args.socket_buffer,
         flow_cache=args.flow_cache,
+        backbone=(
+            parse_address(args.backbone, "--backbone", allow_port_zero=True)
+            if args.backbone
+            else None
+        ),
+        backbone_peers=tuple(
+            parse_address(text, "--backbone-peer") for text in (args.backbone_peer or [])
+        ),
     )

@@ -99,7 +99,8 @@ class FlowSource(enum.IntEnum):
 
 
 class ReturnRoute(NamedTuple):
-    """Send ``data[HEADER_SIZE:]`` to ``client`` from public socket ``ingress``."""
+    """Send ``data[HEADER_SIZE:]`` to ``client`` from public socket ``ingress``; an
+    ingress past the public sockets is a global relay's (``Router.backbone_route``)."""
 
     ingress: int
     client: Address
@@ -132,6 +133,20 @@ class RouterSettings:
     verify_integrity: bool = False
     # New flows from STUN per client prefix (/24, /64); None: unlimited.
     new_flows_per_prefix: Rate | None = None
+    # Global relays that forward clients here (their internal addresses, in
+    # --backbone-peer order): each gets a block of virtual ingress indices.
+    backbone_peers: Sequence[tuple[str, int]] = ()
+
+
+# A client a global relay forwards here keeps the global relay's public socket
+# in its header: peer p's socket g is virtual ingress P + p * VIRTUAL_PER_PEER + g
+# (P: this relay's own public sockets), so replies find their way back.
+VIRTUAL_PER_PEER = 16
+
+
+def ingress_count(public_sockets: int, backbone_peers: int) -> int:
+    """Ingress indices a relay has: its public sockets, then each peer's block."""
+    return public_sockets + VIRTUAL_PER_PEER * backbone_peers
 
 
 def client_prefix(ip: str) -> str | bytes:
@@ -147,8 +162,11 @@ def _family(ip: str) -> int:
 
 
 def _address(ip: str, port: int, family: int) -> Address | None:
-    """The dict key a socket of ``family`` would have produced, or None on a mismatch."""
-    if _family(ip) != family:
+    """The dict key a socket of ``family`` would have produced, or None on a mismatch.
+    Family 0 (a virtual ingress: a global relay's socket) takes either."""
+    if family == 0:
+        family = _family(ip)
+    elif _family(ip) != family:
         return None
     return (ip, port) if family == 4 else (ip, port, 0, 0)
 
@@ -183,7 +201,8 @@ class Router:
         table: FlowTable,
         store: FlowStore | None = None,
     ) -> None:
-        if len(table.by_ingress) != len(settings.ingress_families):
+        public = len(settings.ingress_families)
+        if len(table.by_ingress) != ingress_count(public, len(settings.backbone_peers)):
             raise ValueError("flow table and settings disagree on the number of ingresses")
         self.settings = settings
         self.table = table
@@ -198,7 +217,13 @@ class Router:
         self._keyring = settings.keyring
         # Flows a STUN check moved to a new hop: (client key, ingress) -> (old hop, until).
         self._moved: dict[tuple[bytes, int], tuple[Address, float]] = {}
-        self._families = tuple(settings.ingress_families)
+        # Virtual ingresses (0) take clients of either family.
+        self._families = (*settings.ingress_families, *[0] * (len(table.by_ingress) - public))
+        self.public_count = public
+        self._peer_index = {ip: i for i, (ip, _) in enumerate(settings.backbone_peers)}
+        self._peers = tuple(
+            _address(ip, port, _family(ip)) or (ip, port) for ip, port in settings.backbone_peers
+        )
         self._hops: dict[int, Address] = {}
         for cluster, (ip, port) in settings.cluster_ingress.items():
             hop = _address(ip, port, _family(ip))
@@ -373,6 +398,53 @@ class Router:
         if self._recording and source in (FlowSource.STUN, FlowSource.RETURN):
             self.store.record(StoredFlow(client, ingress, hop))
         return flow
+
+    # -- backbone side (clients a global relay forwards) ---------------------
+
+    def from_backbone(
+        self, data: bytes | bytearray | memoryview, source: Address, now: float
+    ) -> tuple[Flow, int] | Drop:
+        """A client datagram a global relay forwarded, encapsulated: the flow to
+        forward its payload (``data[HEADER_SIZE:]``) on and its virtual ingress,
+        or why it is dropped. The payload is routed exactly as from a public
+        socket; the virtual ingress in the flow's header brings replies back
+        through that global relay."""
+        decision = self._from_backbone(data, source, now)
+        if isinstance(decision, Drop):
+            self.drops[decision] += 1
+        return decision
+
+    def _from_backbone(
+        self, data: bytes | bytearray | memoryview, source: Address, now: float
+    ) -> tuple[Flow, int] | Drop:
+        peer = self._peer_index.get(source[0])
+        if peer is None:
+            return Drop.UNTRUSTED_SOURCE
+        if len(data) <= encap.HEADER_SIZE:
+            return Drop.TOO_SHORT
+        try:
+            header = encap.unpack_header(data)
+        except EncapError:
+            return Drop.BAD_HEADER
+        if header.ingress >= VIRTUAL_PER_PEER:
+            return Drop.UNKNOWN_INGRESS
+        ingress = self.public_count + peer * VIRTUAL_PER_PEER + header.ingress
+        client = _address(*header.client, 0)
+        assert client is not None
+        payload = data[encap.HEADER_SIZE :]
+        flow = self.table.get(client, ingress)
+        if flow is None:
+            decision = self._new_client(payload, client, ingress, now)
+            return decision if isinstance(decision, Drop) else (decision, ingress)
+        if payload[0] in _STUN_FIRST_BYTES:
+            flow = self.from_known_stun(payload, client, ingress, flow, now)
+        return flow, ingress
+
+    def backbone_route(self, ingress: int) -> tuple[Address, int]:
+        """Where a reply for virtual ``ingress`` goes: the global relay's internal
+        address, and the index of its public socket to put in the header."""
+        block, socket_index = divmod(ingress - self.public_count, VIRTUAL_PER_PEER)
+        return self._peers[block], socket_index
 
     # -- internal side -----------------------------------------------------
 

@@ -34,7 +34,7 @@ from talkwire.keyring_watch import KeyringWatch
 from talkwire.relay.config import RelayConfig
 from talkwire.relay.flows import FlowStore, FlowTable
 from talkwire.relay.metrics import SLOTS
-from talkwire.relay.router import Router, RouterSettings
+from talkwire.relay.router import Router, RouterSettings, ingress_count
 from talkwire.relay.status import StatusServer
 from talkwire.relay.workers import forward, open_worker_sockets
 from talkwire.route_token import Keyring
@@ -49,7 +49,9 @@ _Row = ctypes.c_uint64 * SLOTS
 def build_router(config: RelayConfig, keyring: Keyring, store: FlowStore | None = None) -> Router:
     """The router a worker runs with (also what a benchmark builds in-process)."""
     table = FlowTable(
-        len(config.listen), capacity=config.max_flows, idle_timeout=config.idle_timeout
+        ingress_count(len(config.listen), len(config.backbone_peers)),
+        capacity=config.max_flows,
+        idle_timeout=config.idle_timeout,
     )
     settings = RouterSettings(
         keyring=keyring,
@@ -60,6 +62,7 @@ def build_router(config: RelayConfig, keyring: Keyring, store: FlowStore | None 
         trusted=config.trusted,
         verify_integrity=config.verify_integrity,
         new_flows_per_prefix=config.new_flows_per_prefix,
+        backbone_peers=config.backbone_peers,
     )
     return Router(settings, table, store=store)
 
@@ -70,6 +73,7 @@ class _WorkerPlan:
 
     index: int
     listen: tuple[tuple[str, int], ...]
+    backbone: tuple[str, int] | None
     ready: Connection
     peer_rx: socket.socket | None
     peer_tx: list[socket.socket]
@@ -97,9 +101,12 @@ def _worker_main(
         os.sched_setaffinity(0, {cpus[plan.index % len(cpus)]})
     internal = config.internal_address(plan.index)
     try:
-        socks = open_worker_sockets(plan.listen, internal, config.socket_buffer)
+        socks = open_worker_sockets(
+            plan.listen, internal, config.socket_buffer, backbone=plan.backbone
+        )
     except OSError as exc:
-        wanted = ", ".join(format_address(a) for a in (*plan.listen, internal))
+        backbone = (plan.backbone,) if plan.backbone else ()
+        wanted = ", ".join(format_address(a) for a in (*plan.listen, internal, *backbone))
         plan.ready.send(("error", f"cannot bind {wanted}: {exc.strerror or exc}"))
         return
     socks.peer_rx = plan.peer_rx
@@ -121,6 +128,7 @@ def _worker_main(
             "ready",
             [sock.getsockname()[:2] for sock in socks.public],
             socks.internal.getsockname()[:2],
+            socks.backbone.getsockname()[:2] if socks.backbone is not None else None,
         )
     )
     plan.ready.close()
@@ -199,6 +207,7 @@ class Supervisor:
         every = [s for pair in pairs for s in pair]
         try:
             listen = self.config.listen
+            backbone = self.config.backbone
             internal: list[tuple[str, int]] = []
             public: list[tuple[str, int]] = []
             for index in range(n):
@@ -211,6 +220,7 @@ class Supervisor:
                 plan = _WorkerPlan(
                     index=index,
                     listen=listen,
+                    backbone=backbone,
                     ready=reply_w,
                     peer_rx=pairs[index][0] if pairs else None,
                     peer_tx=keep[1:],
@@ -229,7 +239,7 @@ class Supervisor:
                 reply_r.close()
                 if reply is None:
                     return None
-                public, internal_address = reply
+                public, internal_address, backbone = reply
                 internal.append(internal_address)
                 # Port 0 resolved by worker 0; the others must share those exact ports.
                 listen = tuple(public)
@@ -246,13 +256,14 @@ class Supervisor:
         return {
             "public": [format_address(a) for a in public],
             "internal": [format_address(a) for a in internal],
+            "backbone": format_address(backbone) if backbone is not None else None,
             "metrics": format_address(self._status.address) if self._status else None,
             "pids": [p.pid for p in self.processes],
         }
 
     def _await_ready(
         self, reply: Connection, process: BaseProcess, wake: socket.socket
-    ) -> tuple[list[tuple[str, int]], tuple[str, int]] | None:
+    ) -> tuple[list[tuple[str, int]], tuple[str, int], tuple[str, int] | None] | None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             remaining = deadline - time.monotonic()
@@ -270,8 +281,12 @@ class Supervisor:
                     raise ConfigError(f"worker {process.name} exited during startup") from None
                 if kind == "error":
                     raise ConfigError(str(rest[0]))
-                public, internal = rest
-                return [tuple(a) for a in public], tuple(internal)
+                public, internal, backbone = rest
+                return (
+                    [tuple(a) for a in public],
+                    tuple(internal),
+                    tuple(backbone) if backbone is not None else None,
+                )
             if process.sentinel in ready:
                 raise ConfigError(f"worker {process.name} exited during startup")
             _drain(wake)

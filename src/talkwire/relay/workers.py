@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass, field
 
-from talkwire.encap import HEADER_SIZE
+from talkwire.encap import HEADER_SIZE, with_ingress
 from talkwire.keyring_watch import KeyringWatch
 from talkwire.relay import mmsg
 from talkwire.relay.flows import (
@@ -62,7 +62,7 @@ MAX_BATCH = 1024
 # Next hops are transceivers and cluster ingresses: few. Past this, sendto.
 DEFAULT_CONNECTED_HOPS = 1024
 _PEER_MESSAGE_MAX = 128
-_PUBLIC, _INTERNAL, _PEER, _STOP = range(4)
+_PUBLIC, _INTERNAL, _PEER, _STOP, _BACKBONE = range(5)
 
 
 @dataclass
@@ -76,9 +76,12 @@ class WorkerSockets:
     peer_tx: list[socket.socket] = field(default_factory=list)
     # Applied to the connected per-hop sockets the loop opens later.
     socket_buffer: int = 0
+    # Clients forwarded by global relays arrive here (``--backbone``).
+    backbone: socket.socket | None = None
 
     def close(self) -> None:
-        for sock in (*self.public, self.internal, *self.peer_tx):
+        backbone = (self.backbone,) if self.backbone is not None else ()
+        for sock in (*self.public, self.internal, *self.peer_tx, *backbone):
             sock.close()
         if self.peer_rx is not None:
             self.peer_rx.close()
@@ -134,15 +137,23 @@ def open_internal(address: Address, socket_buffer: int = 0) -> socket.socket:
 
 
 def open_worker_sockets(
-    public: Sequence[Address], internal: Address, socket_buffer: int = 0
+    public: Sequence[Address],
+    internal: Address,
+    socket_buffer: int = 0,
+    backbone: Address | None = None,
 ) -> WorkerSockets:
-    """Bind every public address and the internal one; OSError names nothing, callers do."""
+    """Bind every public address, the internal one and the backbone one if any;
+    OSError names nothing, callers do."""
     opened: list[socket.socket] = []
     try:
         for address in public:
             opened.append(open_public(address, socket_buffer))
         internal_sock = open_internal(internal, socket_buffer)
-        return WorkerSockets(opened, internal_sock, socket_buffer=socket_buffer)
+        opened.append(internal_sock)
+        backbone_sock = open_public(backbone, socket_buffer) if backbone is not None else None
+        return WorkerSockets(
+            opened[:-1], internal_sock, socket_buffer=socket_buffer, backbone=backbone_sock
+        )
     except OSError:
         for sock in opened:
             sock.close()
@@ -332,6 +343,11 @@ class _Loop:
         self.roles[socks.internal.fileno()] = (_INTERNAL, 0)
         if self.peer_rx is not None:
             self.roles[self.peer_rx.fileno()] = (_PEER, 0)
+        self.public_count = len(socks.public)
+        if socks.backbone is not None:
+            self.roles[socks.backbone.fileno()] = (_BACKBONE, 0)
+            self.backbone_buf = bytearray(BUFFER_SIZE)
+            self.backbone_view = memoryview(self.backbone_buf)
         self.roles[stop_fd] = (_STOP, 0)
         for fd in self.roles:
             self.epoll.register(fd, select.EPOLLIN)
@@ -369,6 +385,8 @@ class _Loop:
                 elif role == _PEER:
                     self._drain_peers()
                     self.slow = True
+                elif role == _BACKBONE:
+                    self._from_backbone()
                 else:
                     return
             if now >= next_tick:
@@ -516,6 +534,58 @@ class _Loop:
                 return
             self.router.learn_from_peer(message, self.now)
 
+    def _from_backbone(self) -> None:
+        """Clients a global relay forwards, encapsulated. Few next to the public
+        sockets' clients, so one datagram per call, all of it the slow path."""
+        assert self.socks.backbone is not None
+        self.slow = True
+        buf, view = self.backbone_buf, self.backbone_view
+        # The datagram lands where the flow goes: its 24-byte header is then
+        # overwritten with the flow's own, in place.
+        into = view[HOP_INDEX_SIZE:]
+        recv = self.socks.backbone.recvfrom_into
+        for _ in range(self.drain_limit):
+            try:
+                n, source = recv(into)
+            except BlockingIOError:
+                break
+            except OSError:
+                continue
+            try:
+                decision = self.router.from_backbone(into[:n], source, self.now)
+            except Exception:
+                self._internal_error()
+                continue
+            self._check_hop_epoch()
+            if isinstance(decision, Drop):
+                continue
+            flow = decision[0]
+            buf[:FLOW_SIZE] = flow
+            out = self.hops.pages[flow[0]][flow[1]]
+            if out is None:
+                out = self._hop_out(flow)
+            try:
+                out.send(view[HOP_INDEX_SIZE : HOP_INDEX_SIZE + n])
+            except OSError:
+                self.drops[Drop.SEND_FAILED] += 1
+                continue
+            self.to_t_packets += 1
+            self.to_t_bytes += n - HEADER_SIZE
+
+    def _to_backbone(self, datagram: memoryview, route: ReturnRoute) -> None:
+        """A reply for a client a global relay forwarded: back to that relay,
+        the header naming its own public socket (it sends the payload on)."""
+        self.slow = True
+        assert self.socks.backbone is not None
+        peer, socket_index = self.router.backbone_route(route.ingress)
+        try:
+            self.socks.backbone.sendto(with_ingress(datagram, socket_index), peer)
+        except OSError:
+            self.drops[Drop.SEND_FAILED] += 1
+            return
+        self.to_c_packets += 1
+        self.to_c_bytes += len(datagram) - HEADER_SIZE
+
     def _internal_error(self) -> None:
         # A bug, not bad input (the router drops that): keep the worker alive,
         # count it, and say so once rather than per packet.
@@ -592,6 +662,9 @@ class _Loop:
             if self.router.announcements:
                 self.announcer.send(self.router.announcements)
                 self.slow = True
+            if route.ingress >= self.public_count:
+                self._to_backbone(view[:n], route)
+                continue
             try:
                 public_sendto[route.ingress](view[HEADER_SIZE:n], route.client)
             except OSError:
@@ -734,6 +807,7 @@ class _Loop:
         names = self.batch.tx_names_view
         tx_words = self.to_client_words
         flush = self._flush_to_clients
+        public_count = self.public_count
         for _ in range(rounds):
             n = recvmmsg(fd, rx_at, count, _DONTWAIT, None)
             if n <= 0:
@@ -765,6 +839,13 @@ class _Loop:
                     route = found
                     ingress = route.ingress
                     sockaddr = key_sockaddr(client_key(route.client))
+                if ingress >= public_count:  # through a global relay: not a public socket
+                    if run >= 0:
+                        flush(run, start, i, lengths, first)
+                        run = -1
+                    at = i * slot
+                    self._to_backbone(buffer[at : at + length], route)
+                    continue
                 at = i * SOCKADDR_SIZE
                 names[at : at + SOCKADDR_SIZE] = sockaddr
                 tx_words[2 * i + 1] = length - HEADER_SIZE

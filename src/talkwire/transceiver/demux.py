@@ -63,6 +63,9 @@ class Demux(Generic[Endpoint]):
         # Where a client's packets last came from: replies go back the same way,
         # so a restarted or replaced relay is followed without signalling.
         self._relay_of: dict[Address, Address] = {}
+        # Clients that reached the relay through a global relay carry a virtual
+        # ingress (past the relay's own sockets); replies must name it again.
+        self._virtual_ingress_of: dict[Address, int] = {}
         self.drops: Counter[Drop] = Counter()
 
     def register(self, ufrag: str, password: str, endpoints: dict[int, Endpoint]) -> None:
@@ -77,6 +80,7 @@ class Demux(Generic[Endpoint]):
         for client in self._clients_of.pop(key, set()):
             self._by_client.pop(client, None)
             self._relay_of.pop(client, None)
+            self._virtual_ingress_of.pop(client, None)
 
     @property
     def sessions(self) -> int:
@@ -88,6 +92,11 @@ class Demux(Generic[Endpoint]):
 
     def relay_for(self, client: Address) -> Address | None:
         return self._relay_of.get(client)
+
+    def ingress_for(self, client: Address, ingress: int) -> int:
+        """The ingress a reply to ``client`` names: its virtual one if it came
+        through a global relay, else the session endpoint's own."""
+        return self._virtual_ingress_of.get(client, ingress)
 
     def route(self, datagram: bytes, relay: Address) -> Delivery[Endpoint] | Drop:
         try:
@@ -109,8 +118,16 @@ class Demux(Generic[Endpoint]):
                     if not stun.verify_message_integrity(payload, password):
                         return self._drop(Drop.BAD_INTEGRITY)
                     endpoint = endpoints.get(header.ingress)
-                    if endpoint is None:
+                    if endpoint is None and header.ingress >= len(endpoints) and endpoints:
+                        # Past the relay's own sockets: a global relay's, whose
+                        # relay forwarded the client here. ICE runs on the first
+                        # endpoint; replies carry the virtual ingress back.
+                        endpoint = endpoints[0]
+                        self._virtual_ingress_of[client] = header.ingress
+                    elif endpoint is None:
                         return self._drop(Drop.UNKNOWN_INGRESS)
+                    else:
+                        self._virtual_ingress_of.pop(client, None)
                     self._claim(server_ufrag, endpoint, client)
                 elif stun.is_request(payload):
                     return self._drop(Drop.NOT_BINDING_REQUEST)

@@ -93,6 +93,7 @@ class SharedSocket(asyncio.DatagramProtocol):
             self.counters["drop_no_relay"] += 1
             return
         self.counters["tx_packets"] += 1
+        ingress = self.demux.ingress_for(client, ingress)
         self.transport.sendto(encap.pack_header(client, ingress) + data, relay)
 
     def close(self) -> None:
