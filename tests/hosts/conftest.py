@@ -81,6 +81,7 @@ class Fleet:
     regions: dict[str, Region]
     components: list[Component] = field(default_factory=list)
     global_relay: Component | None = None
+    signaling: Component | None = None
     signaling_url: str = ""
     agent_url: str = ""
 
@@ -182,6 +183,23 @@ class Fleet:
             await asyncio.sleep(0.05)
         raise AssertionError(f"signaling saw {counts}, not {wanted}")
 
+    async def start_signaling(self) -> Component:
+        core = self.core
+        self.signaling = await self.start(
+            core,
+            "signaling",
+            "signaling",
+            "--listen", f"{core.address}:{SIGNALING_PORT}",
+            "--registry", self.redis.url,
+            "--region-table", str(self.directory / "regions.json"),
+            "--model", f"echo={self.agent_url}",
+            "--default-model", "echo",
+            "--rate-per-ip", "off",
+            "--rate-per-key", "off",
+        )  # fmt: skip
+        self.signaling_url = self.signaling.ready.split()[0]
+        return self.signaling
+
     async def stop(self) -> None:
         for component in reversed(self.components):
             if component.process is not None and component.process.returncode is None:
@@ -251,19 +269,7 @@ async def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
         for region in regions.values():
             for host in region.transceiver_hosts:
                 await fleet.start_transceiver(region, host)
-        signaling = await fleet.start(
-            core,
-            "signaling",
-            "signaling",
-            "--listen", f"{core.address}:{SIGNALING_PORT}",
-            "--registry", redis.url,
-            "--region-table", str(table),
-            "--model", f"echo={fleet.agent_url}",
-            "--default-model", "echo",
-            "--rate-per-ip", "off",
-            "--rate-per-key", "off",
-        )  # fmt: skip
-        fleet.signaling_url = signaling.ready.split()[0]
+        await fleet.start_signaling()
         await core.run(fleet.until_transceivers(known=4, accepting=4))
         yield fleet
     finally:

@@ -325,3 +325,42 @@ async def test_a_client_entering_through_the_global_relay_reaches_its_region(
         assert after["stun"] - before["stun"] == 3, (before, after)
     finally:
         await calls.hang_up()
+
+
+async def test_a_signaling_restart_loses_no_call_and_ends_the_old_ones(
+    fleet: Fleet, crowds: dict[str, list[Crowd]]
+) -> None:
+    crowd = crowds["cl-us"][0]
+    calls = await open_calls([crowd], 2)
+    ids = await calls.each("call_ids")
+    try:
+        assert fleet.signaling is not None
+        await fleet.signaling.kill()  # kill -9: all it knew is in Redis
+        assert None not in await calls.each("round_trips")  # media never touches it
+        await fleet.start_signaling()
+        newcomer = await open_calls([crowd], 1)
+        calls += newcomer
+        assert None not in await calls.each("round_trips")
+        # The new process ends calls the old one placed: the call map is shared.
+        await calls.hang_up()
+        secret = {"Authorization": f"Bearer {fleet.env[SECRET_ENV]}"}
+
+        async def still_held() -> list[str]:
+            held = []
+            for call in ids:
+                for region in fleet.regions.values():
+                    for name in region.transceivers:
+                        url = f"{region.transceiver_url(name)}/calls/{call}"
+                        if (await get(url, secret))[0] == 200:
+                            held.append(call)
+            return held
+
+        for _ in range(100):  # 5 s: a hangup is released on the transceiver's schedule
+            if not await fleet.core.run(still_held()):
+                break
+            await asyncio.sleep(0.05)
+        assert not await fleet.core.run(still_held())
+    finally:
+        await calls.hang_up()
+        if fleet.signaling is None or fleet.signaling.process.returncode is not None:
+            await fleet.start_signaling()

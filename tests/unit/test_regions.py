@@ -59,6 +59,21 @@ def test_unknown_geo_value_falls_through_to_ip() -> None:
     assert choose_region(TABLE, "203.0.113.1", {"CF-IPCountry": "XX"}) == "eu"
 
 
+def test_with_trusted_proxies_only_they_may_set_the_geo_header() -> None:
+    table = parse_region_table(
+        {
+            "networks": {"198.51.100.0/24": "us"},
+            "geo_header": "CF-IPCountry",
+            "countries": {"JP": "ap"},
+            "trusted_proxies": ["10.0.0.0/8"],
+        },
+        "eu",
+    )
+    assert choose_region(table, "10.0.0.5", {"CF-IPCountry": "JP"}) == "ap"  # the CDN's
+    # A client reaching signaling around the CDN cannot pick its region so.
+    assert choose_region(table, "198.51.100.7", {"CF-IPCountry": "JP"}) == "us"
+
+
 def test_geo_header_ignored_when_not_configured() -> None:
     table = parse_region_table({"networks": {"10.0.0.0/8": "x"}}, "local")
     assert choose_region(table, "192.0.2.1", {"CF-IPCountry": "US"}) == "local"

@@ -2,8 +2,9 @@
 headers in, a region name out.
 
 Sources, first match wins:
-1. a CDN geo header (e.g. ``CF-IPCountry``), when configured: its value is a
-   country looked up in ``countries``, or directly a region name;
+1. a CDN geo header (e.g. ``CF-IPCountry``), when configured (and, if
+   ``trusted_proxies`` are, sent by one of them): its value is a country
+   looked up in ``countries``, or directly a region name;
 2. the client IP in the CIDR table, longest prefix first;
 3. the default region.
 
@@ -88,8 +89,15 @@ def client_address(
     return claimed if claimed is not None else peer_addr
 
 
+def _from_trusted_proxy(table: RegionTable, peer: str | None) -> bool:
+    peer_addr = _address(peer) if peer else None
+    return peer_addr is not None and any(peer_addr in net for net in table.trusted_proxies)
+
+
 def choose_region(table: RegionTable, peer: str | None, headers: Mapping[str, str]) -> str:
-    if table.geo_header:
+    # With trusted proxies configured, only they may set the geo header; a
+    # client that reaches signaling around them is placed by its address.
+    if table.geo_header and (not table.trusted_proxies or _from_trusted_proxy(table, peer)):
         value = (_header(headers, table.geo_header) or "").strip()
         if value:
             region = table.countries.get(value.upper())
