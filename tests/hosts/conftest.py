@@ -183,6 +183,12 @@ class Fleet:
             await asyncio.sleep(0.05)
         raise AssertionError(f"signaling saw {counts}, not {wanted}")
 
+    async def restore_transceiver(self, region: Region, name: str) -> None:
+        """Start ``name`` again if a test stopped it, and wait until signaling sees all four."""
+        if name not in region.transceivers:
+            await self.start_transceiver(region, self.lab[name])
+            await self.core.run(self.until_transceivers(known=4, accepting=4))
+
     async def start_signaling(self) -> Component:
         core = self.core
         self.signaling = await self.start(

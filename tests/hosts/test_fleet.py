@@ -250,9 +250,7 @@ async def test_a_killed_transceiver_ends_only_its_calls_and_new_calls_go_elsewhe
     finally:
         await fleet.core.run(close_all(sidebands, http))
         await calls.hang_up()
-        if "eu-t1" not in eu.transceivers:
-            await fleet.start_transceiver(eu, fleet.lab["eu-t1"])
-            await fleet.core.run(fleet.until_transceivers(known=4, accepting=4))
+        await fleet.restore_transceiver(eu, "eu-t1")
 
 
 async def test_with_redis_killed_live_calls_go_on_and_new_ones_are_refused_until_it_returns(
@@ -299,9 +297,7 @@ async def test_a_draining_transceiver_keeps_its_calls_and_takes_no_new_one(
         await fleet.core.run(fleet.until_transceivers(known=3))  # and it left the registry
     finally:
         await calls.hang_up()
-        if "us-t1" not in us.transceivers:
-            await fleet.start_transceiver(us, fleet.lab["us-t1"])
-            await fleet.core.run(fleet.until_transceivers(known=4, accepting=4))
+        await fleet.restore_transceiver(us, "us-t1")
 
 
 async def test_a_client_entering_through_the_global_relay_reaches_its_region(
