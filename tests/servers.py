@@ -20,9 +20,15 @@ class RedisServer:
     """
 
     def __init__(
-        self, directory: Path, port: int, bind: str = "127.0.0.1", prefix: Sequence[str] = ()
+        self,
+        directory: Path,
+        port: int,
+        bind: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
+        extra: Sequence[str] = (),
     ) -> None:
         self.port = port
+        self._extra = list(extra)  # more redis-server options (e.g. --requirepass)
         self.bind = bind
         self.url = f"redis://{bind}:{port}/0"
         self._directory = directory
@@ -36,7 +42,8 @@ class RedisServer:
             [*self._prefix, "redis-server", "--port", str(self.port), "--bind", self.bind,
              "--save", "", "--appendonly", "no", "--dir", str(self._directory),
              # Off loopback only inside a test's own namespaces, never a real network.
-             "--protected-mode", "no" if self.bind not in ("127.0.0.1", "::1") else "yes"],
+             "--protected-mode", "no" if self.bind not in ("127.0.0.1", "::1") else "yes",
+             *self._extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -37,7 +37,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         if name not in _requested_or_all():
             sub.add_parser(name, help=help_text)
             continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        # No abbreviated flags: "--conf FILE" must not slip past with_config_file.
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         add_command_arguments(p, name)
         commands[name] = p
     return parser, commands

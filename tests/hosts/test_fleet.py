@@ -17,8 +17,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import RELAY_PORT, Fleet, get
 from crowd import Crowd
+from fleet import RELAY_PORT, Fleet, get
 from prometheus_client.parser import text_string_to_metric_families
 
 from talkwire.internal_auth import SECRET_ENV
@@ -181,7 +181,7 @@ async def test_killing_one_relay_of_a_pair_under_50_live_calls_loses_no_call(
     calls = await open_calls(crowds["cl-eu"], LIVE_CALLS)
     try:
         carried = await fleet.core.run(flows_created(eu.relays["relay-a"].ready))
-        assert sum(carried.values()) > 0  # the kernel gave relay-a some of the clients
+        assert carried["stun"] > 0  # the kernel gave relay-a some of the clients
         talkers = calls.only([i < TALKERS for i in range(LIVE_CALLS)])
         await talkers.tell("play", 440.0, STEADY_S + RECOVERY_WINDOW_S + 1.0)
         await asyncio.sleep(STEADY_S)

@@ -16,7 +16,7 @@ from talkwire.registry.memory import MemoryRegistry
 from talkwire.registry.redis_registry import RedisRegistry
 
 
-def info(id: str, region: str = "eu", active: int = 0) -> TransceiverInfo:
+def info(id: str, region: str = "eu", active: int = 0, load: float = 0.0) -> TransceiverInfo:
     return TransceiverInfo(
         id=id,
         api_url=f"http://10.0.0.1:{8000 + len(id)}",
@@ -26,6 +26,7 @@ def info(id: str, region: str = "eu", active: int = 0) -> TransceiverInfo:
         active=active,
         draining=False,
         updated_at=time.time(),
+        load=load,
     )
 
 
@@ -50,6 +51,26 @@ async def test_transceivers_are_published_replaced_filtered_and_removed(registry
     await registry.remove("a")
     await registry.remove("nobody")
     assert [t.id for t in await registry.transceivers()] == ["b"]
+
+
+async def test_counting_calls_changes_only_active_and_never_revives_a_record(
+    registry: Registry,
+) -> None:
+    import dataclasses
+
+    draining = dataclasses.replace(info("a", active=2, load=0.25), draining=True)
+    await registry.publish(draining)
+    # Many signalings counting at once lose no count.
+    await asyncio.gather(*(registry.count_calls("a", 1) for _ in range(20)))
+    await registry.count_calls("a", -5)
+    (counted,) = await registry.transceivers()
+    assert counted == dataclasses.replace(draining, active=17)  # draining, load, stamp kept
+    await registry.count_calls("a", -100)
+    assert (await registry.transceivers())[0].active == 0  # never below zero
+    await registry.remove("a")
+    await registry.count_calls("a", 1)  # a transceiver that left stays gone
+    await registry.count_calls("never-was", 1)
+    assert await registry.transceivers() == []
 
 
 async def test_calls_and_client_secrets_round_trip_and_expire(registry: Registry) -> None:
@@ -86,3 +107,26 @@ async def test_a_dead_transceivers_record_expires_and_junk_is_skipped(redis_serv
         assert [t.id for t in await backend.transceivers()] == ["alive"]
     finally:
         await backend.close()
+
+
+async def test_a_redis_password_comes_from_the_environment_not_the_url(
+    tmp_path: Any, tcp_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from servers import RedisServer
+
+    from talkwire.registry import REDIS_PASSWORD_ENV, open_registry
+    from talkwire.registry.base import RegistryUnavailable
+
+    server = RedisServer(tmp_path, tcp_port, extra=("--requirepass", "lab-only-pass"))
+    try:
+        monkeypatch.delenv(REDIS_PASSWORD_ENV, raising=False)
+        refused = open_registry(server.url)
+        with pytest.raises(RegistryUnavailable):
+            await refused.transceivers()
+        await refused.close()
+        monkeypatch.setenv(REDIS_PASSWORD_ENV, "lab-only-pass")
+        allowed = open_registry(server.url)
+        assert await allowed.transceivers() == []
+        await allowed.close()
+    finally:
+        server.kill()

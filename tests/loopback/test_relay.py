@@ -506,10 +506,8 @@ def test_signal_stops_cleanly(relay_start: Start, sig: str) -> None:
 
 
 def test_a_config_file_configures_the_relay_and_the_command_line_wins(
-    relay_keyring: KeyringFixture, tmp_path: Path
+    relay_start: Start, tmp_path: Path
 ) -> None:
-    from conftest import RelayProcess
-
     config = tmp_path / "talkwire.toml"
     config.write_text(
         "[relay]\n"
@@ -520,13 +518,8 @@ def test_a_config_file_configures_the_relay_and_the_command_line_wins(
         "\n[transceiver]\n"  # another command's table: not the relay's business
         'region = "eu"\n'
     )
-    relay = RelayProcess(
-        ["--config", str(config), "--keyring", str(relay_keyring[1]), "--workers", "1"],
-        tmp_path / "relay.log",
-    )
-    try:
-        assert len(relay.public) == 2  # from the file
-        assert len(relay.info["pids"]) == 1  # the command line's --workers 1 won
-        assert relay.metric("talkwire_relay_workers_alive") == 1
-    finally:
-        relay.stop()
+    # The fixture adds --keyring, --internal and --workers 1, nothing else.
+    relay = relay_start("--config", str(config), listen=(), metrics=False)
+    assert len(relay.public) == 2  # from the file
+    assert len(relay.info["pids"]) == 1  # the command line's --workers 1 won
+    assert relay.metric("talkwire_relay_workers_alive") == 1  # --metrics from the file

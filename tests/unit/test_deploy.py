@@ -131,25 +131,53 @@ def test_every_container_runs_a_command_line_talkwire_accepts(
     assert checked >= 5  # signaling, two agents, a relay pair, transceivers
 
 
-def test_a_relay_pair_per_node_shares_the_ports_and_surges_on_upgrade(
+def test_each_region_runs_a_relay_pair_sharing_the_ports_that_never_upgrades_whole(
     rendered: tuple[str, list[dict[str, Any]]],
 ) -> None:
     _, docs = rendered
     relays = by_kind(docs, "DaemonSet")
-    assert relays
+    pairs: dict[str, dict[str, dict[str, Any]]] = {}
     for relay in relays:
-        spec = relay["spec"]["template"]["spec"]
-        assert spec["hostNetwork"] is True
-        assert relay["spec"]["updateStrategy"]["rollingUpdate"] == {
-            "maxSurge": 1,
-            "maxUnavailable": 0,
+        prefix, _, which = relay["metadata"]["name"].rpartition("relay-")
+        pairs.setdefault(prefix, {})[which] = relay
+    assert pairs and all(set(pair) == {"a", "b"} for pair in pairs.values())
+    for pair in pairs.values():
+        a, b = pair["a"]["spec"], pair["b"]["spec"]
+        # One rolls by itself, one node at a time; the other waits to be replaced.
+        assert a["updateStrategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
         }
-        pair = spec["containers"]
-        assert len(pair) == 2
-        internals = {next(a for a in c["args"] if a.startswith("--internal")) for c in pair}
-        metrics = {next(a for a in c["args"] if a.startswith("--metrics")) for c in pair}
-        assert len(internals) == 1 and len(metrics) == 2  # same ports, own metrics
-        assert all("ports" not in c for c in pair)  # host ports would block the surge pod
+        assert b["updateStrategy"]["type"] == "OnDelete"
+        containers = []
+        for spec in (a, b):
+            pod = spec["template"]["spec"]
+            assert pod["hostNetwork"] is True and len(pod["containers"]) == 1
+            assert pod["nodeSelector"] == a["template"]["spec"]["nodeSelector"]
+            containers.append(pod["containers"][0])
+
+        def flag(container: dict[str, Any], name: str) -> str:
+            return next(arg for arg in container["args"] if arg.startswith(name))
+
+        assert len({flag(c, "--internal") for c in containers}) == 1  # the same ports
+        assert len({flag(c, "--metrics") for c in containers}) == 2  # each its own metrics
+        assert all("ports" not in c for c in containers)  # host ports could not be shared
+
+
+def test_redis_takes_only_talkwire_and_everyone_who_uses_it_has_its_password(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    _, docs = rendered
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    for doc, container in containers(docs):
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        assert allowed.items() <= labels.items(), doc["metadata"]["name"]
+        # Signaling and transceivers keep the registry there, relays the flow cache.
+        uses_redis = container["args"][0] in ("signaling", "relay", "transceiver")
+        if container["image"].startswith(IMAGE) and uses_redis:
+            names = {var["name"] for var in container.get("env", [])}
+            assert "TALKWIRE_REDIS_PASSWORD" in names, container["name"]
 
 
 def test_transceivers_drain_inside_their_grace_and_regions_differ(

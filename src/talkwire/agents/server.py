@@ -133,7 +133,7 @@ class _CallConnection:
         )
         self.call: Call | None = None
         self.agent: Agent | None = None
-        self.close_code = CLOSE_OK
+        self.close_code: int | None = None  # set once run() ends the call; None: it never did
 
     def end(self, error: ErrorEvent | None, code: int) -> None:
         """Ask for the call to end (the first request wins); returns at once."""
@@ -339,7 +339,8 @@ class _AgentService:
         finally:
             self.calls.discard(conn)
             active.dec()
-            self.metrics.ended.labels(name, _END_BY_CODE.get(conn.close_code, "other")).inc()
+            end = _END_BY_CODE.get(conn.close_code, "other") if conn.close_code else "other"
+            self.metrics.ended.labels(name, end).inc()
         return ws
 
     async def metrics_page(self, request: web.Request) -> web.Response:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from talkwire.errors import ConfigError
 
 if TYPE_CHECKING:
     from talkwire.registry.redis_registry import RedisRegistry
+
+
+# Through the environment, like every other secret: a password inside a
+# redis:// URL would sit on argv or in a config file.
+REDIS_PASSWORD_ENV = "TALKWIRE_REDIS_PASSWORD"  # noqa: S105 - the variable's name
+
+
+def redis_password() -> str | None:
+    """The Redis password from ``$TALKWIRE_REDIS_PASSWORD``, if set (a password
+    in the URL itself still wins)."""
+    return os.environ.get(REDIS_PASSWORD_ENV) or None
 
 
 def check_registry_url(url: str) -> None:

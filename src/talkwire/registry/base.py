@@ -104,6 +104,11 @@ class Registry(Protocol):
     async def remove(self, id: str) -> None:
         """Forget a transceiver; unknown ids are ignored."""
 
+    async def count_calls(self, id: str, delta: int) -> None:
+        """Add ``delta`` to a transceiver's ``active`` (never below 0) until its
+        next report replaces the record: atomic, changing nothing else, and a
+        no-op for a record that is gone (never bringing it back)."""
+
     async def transceivers(self, region: str | None = None) -> list[TransceiverInfo]:
         """Every known transceiver, or those of one region; stale ones included
         (freshness is the caller's judgement, see ``signaling.placement``)."""

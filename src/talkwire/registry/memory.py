@@ -3,6 +3,7 @@ for the Redis backend. Not shared between processes."""
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import time
@@ -69,6 +70,11 @@ class MemoryRegistry:
 
     async def remove(self, id: str) -> None:
         self._transceivers.pop(id, None)
+
+    async def count_calls(self, id: str, delta: int) -> None:
+        info = self._transceivers.get(id)  # read and write with no await between
+        if info is not None:
+            self._transceivers[id] = dataclasses.replace(info, active=max(0, info.active + delta))
 
     async def transceivers(self, region: str | None = None) -> list[TransceiverInfo]:
         return [t for t in self._transceivers.values() if region is None or t.region == region]

@@ -26,6 +26,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from talkwire.registry import redis_password
 from talkwire.registry.base import RegistryUnavailable, TransceiverInfo
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,23 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX: Final = "talkwire:"
 # Long against a 1 s heartbeat, so a Redis hiccup does not make a fleet vanish.
 DEFAULT_RECORD_TTL_S: Final = 30.0
+
+
+# Atomic on the server: only the `active` number in the record's JSON changes
+# (as publish writes it; the text is edited, not re-encoded, so no other field
+# can change), the record keeps its TTL, and one that expired or was removed
+# stays gone.
+_COUNT_CALLS = """
+local record = redis.call('GET', KEYS[1])
+if not record then return 0 end
+local delta = tonumber(ARGV[1])
+local counted, found = string.gsub(record, '"active": (%d+)', function(n)
+  return '"active": ' .. math.max(0, tonumber(n) + delta)
+end, 1)
+if found == 0 then return 0 end
+redis.call('SET', KEYS[1], counted, 'KEEPTTL')
+return 1
+"""
 
 
 class RedisRegistry:
@@ -49,9 +67,14 @@ class RedisRegistry:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisRegistry:
-        """``redis://[:password@]host:port/db``; every call fails fast (2 s) when Redis is away."""
+        """``redis://host:port/db`` (password: ``$TALKWIRE_REDIS_PASSWORD``); every
+        call fails fast (2 s) when Redis is away."""
         client = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
+            url,
+            decode_responses=True,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            password=redis_password(),
         )
         return cls(client, **kwargs)
 
@@ -77,6 +100,10 @@ class RedisRegistry:
                 )
                 pipe.sadd(self._key("txs"), info.id)
                 await pipe.execute()
+
+    async def count_calls(self, id: str, delta: int) -> None:
+        with self._reach():
+            await self._redis.eval(_COUNT_CALLS, 1, self._key("tx", id), delta)
 
     async def remove(self, id: str) -> None:
         with self._reach():

@@ -87,11 +87,25 @@ class RelayConfig:
             raise ConfigError(f"--backbone-peer: at most {MAX_BACKBONE_PEERS} peers")
         if len({ip for ip, _ in self.backbone_peers}) != len(self.backbone_peers):
             raise ConfigError("--backbone-peer: one per host (peers are told apart by IP)")
+        if self.backbone is not None:
+            # Every socket shares its port (SO_REUSEPORT, one user): overlapping
+            # roles would bind without error and mix in one port group.
+            taken = {*self.listen, *(self.internal_address(i) for i in range(self.workers))}
+            if self.backbone[1] and self.backbone in taken:
+                raise ConfigError(
+                    f"--backbone {format_address(self.backbone)} is also a --listen or"
+                    " --internal (port + worker) address"
+                )
+            if (":" in self.backbone[0]) != internal_v6:
+                raise ConfigError(
+                    f"--backbone {format_address(self.backbone)}: address family differs from"
+                    f" --internal {format_address(self.internal)} (its flows lead there)"
+                )
         for peer in self.backbone_peers:
             if (":" in peer[0]) != internal_v6:
                 raise ConfigError(
                     f"--backbone-peer {format_address(peer)}: address family differs from"
-                    f" --internal {format_address(self.internal)}"
+                    f" --backbone and --internal {format_address(self.internal)}"
                 )
 
     @property

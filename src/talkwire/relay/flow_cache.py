@@ -29,6 +29,7 @@ import redis
 
 from talkwire.config import format_address, parse_address
 from talkwire.errors import ConfigError
+from talkwire.registry import redis_password
 from talkwire.relay.flows import Address, StoredFlow, normalize_address
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,10 @@ class RedisFlowCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis.Redis.from_url(
-            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
+            url,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            password=redis_password(),
         )
         self._prefix = f"{prefix}flow:{cluster}:"
         self._clock = clock

@@ -4,7 +4,6 @@ authenticate, read the offer, pick a transceiver, forward, remember the call."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import re
 import secrets
@@ -146,11 +145,7 @@ async def _count_placed(st: SignalingState, transceiver_id: str, calls: int = 1)
     # keeps a burst of offers from all landing on the transceiver that looked
     # idlest at the last report, and a hangup counted now frees its place at once
     # for the next caller. The next report overwrites this estimate.
-    for info in await st.registry.transceivers():
-        if info.id == transceiver_id:
-            active = max(0, info.active + calls)
-            await st.registry.publish(dataclasses.replace(info, active=active))
-            return
+    await st.registry.count_calls(transceiver_id, calls)
 
 
 async def handle_hangup(request: web.Request) -> web.Response:

@@ -45,6 +45,7 @@ _KEY_SUBPROTOCOL: Final = "openai-insecure-api-key."
 # stuck client holds a bounded amount of memory (~20 s of audio deltas).
 OUT_QUEUE_EVENTS: Final = 1000
 HEARTBEAT_S: Final = 20.0
+UPSTREAM_HEARTBEAT_S: Final = 5.0  # inside the cluster: a lost transceiver is news soon
 
 
 def _key_from_subprotocols(request: web.Request) -> str | None:
@@ -99,6 +100,8 @@ async def _sideband(request: web.Request, st: SignalingState, call_id: str) -> w
             f"{info.api_url}/calls/{call_id}/events",
             timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
             max_msg_size=0,  # the transceiver bounds what it sends
+            # A host that vanishes sends nothing, not even a FIN: pings find it.
+            heartbeat=UPSTREAM_HEARTBEAT_S,
         )
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         if isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status == 404:
@@ -149,7 +152,9 @@ async def _pipe(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocket
 
     call_side = asyncio.create_task(down())
     done = await until_first({call_side, asyncio.create_task(up())})
-    return "sideband_call_ended" if call_side in done else "sideband_closed"
+    if call_side not in done or call_side.exception() is not None:
+        return "sideband_closed"  # the client left (or its send failed): not the call
+    return "sideband_call_ended"
 
 
 class _GoingAway:
