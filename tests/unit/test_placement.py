@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from talkwire.registry.base import TransceiverInfo
-from talkwire.signaling.placement import accepts_calls, is_healthy, place
+from talkwire.signaling.placement import FULLNESS_STEP, accepts_calls, is_healthy, place
 
 NOW = 1_000_000.0
 
@@ -75,10 +75,15 @@ def test_fullness_within_a_step_is_noise_and_fewer_calls_go_first() -> None:
     a = info("a", capacity=100, active=1, load=0.01)
     b = info("b", capacity=100, active=0, load=0.04)
     assert ids(place([a, b], "eu", NOW)) == ["b", "a"]
-    # A step apart, the idler one wins whatever the counts.
+    # A step apart, the emptier one wins whatever the counts ...
     c = info("c", capacity=100, active=3, load=0.02)
-    d = info("d", capacity=100, active=0, load=0.2)
+    d = info("d", capacity=100, active=0, load=0.6)
     assert ids(place([c, d], "eu", NOW)) == ["c", "d"]
+    # ... but light load is noise next to the count: a lagging report of the
+    # last burst must not send the next one all to the other side.
+    e = info("e", capacity=100, active=0, load=0.3)
+    f = info("f", capacity=100, active=4, load=0.05)
+    assert ids(place([e, f], "eu", NOW)) == ["e", "f"]
 
 
 def test_load_fields_are_optional_in_json_and_validated() -> None:
@@ -152,5 +157,6 @@ def test_properties(pool: list[TransceiverInfo], region: str) -> None:
     local = [t for t in out if t.region == region]
     assert out[: len(local)] == local
     for group in (local, out[len(local) :]):
-        loads = [t.active / t.capacity for t in group]
-        assert loads == sorted(loads)
+        # Least full first in FULLNESS_STEP steps, then fewer calls.
+        keys = [(int(t.active / t.capacity / FULLNESS_STEP), t.active) for t in group]
+        assert keys == sorted(keys)

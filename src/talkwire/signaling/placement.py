@@ -31,9 +31,18 @@ def accepts_calls(info: TransceiverInfo, now: float, max_age_s: float = DEFAULT_
     )
 
 
+# Below this share of a core, measured load is no signal for placement: it
+# lags the calls by a second and swings with every call set up or torn down,
+# while the call count (counted the moment a call is placed) is exact. Above
+# it, load steers: calls differ in cost, and a busy process is a busy process.
+LOAD_THAT_MATTERS = 0.5
+
+
 def fullness(info: TransceiverInfo) -> float:
-    """How full: the larger of its call count against capacity and its measured load."""
-    return max(info.active / info.capacity, info.load)
+    """How full: the larger of its call count against capacity and, once it
+    matters, its measured load."""
+    load = info.load if info.load >= LOAD_THAT_MATTERS else 0.0
+    return max(info.active / info.capacity, load)
 
 
 def place(
