@@ -3,7 +3,7 @@ a core host, clients on theirs. Every component is a real process in its own
 network namespace (see ``netlab``); the clients are aiortc peers running on a
 client host's event loop.
 
-    core      10.99.0.2    redis-server, signaling :8080, echo agent
+    core      10.99.0.2    redis-server, signaling :8080, echo agent (found through Redis)
     eu-relay  10.99.0.11   two relays sharing the public and internal ports (SO_REUSEPORT)
     eu-t1/t2  10.99.0.12/13  transceivers, region eu, cluster 1
     us-relay  10.99.0.21   one relay, cluster 2
@@ -92,7 +92,11 @@ async def fleet(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> AsyncIter
     redis = RedisServer(directory, REDIS_PORT, bind=core.address, prefix=core.argv())
     fleet = Fleet(lab, directory, api_key, env, redis, regions)
     try:
-        agent = await fleet.start(core, "agent", "agent", "echo", "--listen", f"{core.address}:0")
+        # Announced in Redis: signaling is told of no agent, it finds this one there.
+        agent = await fleet.start(
+            core, "agent", "agent", "echo", "--listen", f"{core.address}:0",
+            "--registry", redis.url, "--region", "eu", "--id", "echo-core",
+        )  # fmt: skip
         fleet.agent_url = agent.ready.split()[0].rstrip("/") + "/v1/agents/echo"
         await fleet.start_relay(regions["eu"], "relay-a")
         await fleet.start_relay(regions["eu"], "relay-b")

@@ -150,15 +150,32 @@ class Fleet:
         return transceiver
 
     async def until_transceivers(self, **wanted: int) -> None:
-        """Until signaling's view of the fleet (its /healthz) has these counts.
+        """Until signaling's view of the fleet (its /healthz) has these counts and
+        the announced echo agent.
         Run it on a host that reaches signaling (the core)."""
         counts: dict[str, int] = {}
         for _ in range(300):  # 15 s: announcements and staleness run on their own clocks
-            counts = json.loads((await get(self.signaling_url + "/healthz"))[1])["transceivers"]
-            if all(counts.get(k) == v for k, v in wanted.items()):
+            health = json.loads((await get(self.signaling_url + "/healthz"))[1])
+            counts = health["transceivers"]
+            # The echo agent is found the same way: it must be there too.
+            found = "echo" in health.get("announced_models", [])
+            if found and all(counts.get(k) == v for k, v in wanted.items()):
                 return
             await asyncio.sleep(0.05)
-        raise AssertionError(f"signaling saw {counts}, not {wanted}")
+        raise AssertionError(f"signaling saw {counts} and {health}, not {wanted} with echo")
+
+    async def until_idle(self, region: Region) -> None:
+        """Until the region's transceivers hold no call (an earlier test's are
+        released on the transceivers' own schedule). Run it on the core host."""
+        for _ in range(300):  # 15 s
+            healths = [
+                json.loads((await get(region.transceiver_url(name) + "/health"))[1])
+                for name in region.transceivers
+            ]
+            if all(h["active"] == 0 for h in healths):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{region.name} still holds calls: {healths}")
 
     async def restore_transceiver(self, region: Region, name: str) -> None:
         """Start ``name`` again if a test stopped it, and wait until signaling sees all four."""
@@ -175,7 +192,6 @@ class Fleet:
             "--listen", f"{core.address}:{SIGNALING_PORT}",
             "--registry", self.redis.url,
             "--region-table", str(self.directory / "regions.json"),
-            "--model", f"echo={self.agent_url}",
             "--default-model", "echo",
             "--rate-per-ip", "off",
             "--rate-per-key", "off",

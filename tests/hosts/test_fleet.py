@@ -27,6 +27,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 LIVE_CALLS = 50
 TALKERS = 10  # of them, play a tone through the fault: their echo shows both directions
+TALK_PAST_S = 0.5
 STEADY_S = 1.0  # audio flowing before a fault: a measurement window, not a wait for an event
 RECOVERY_WINDOW_S = 3.0  # where an audio gap is looked for after it
 HEARD_AGAIN_S = 1.0  # every live call must receive audio in the last second of that window
@@ -62,12 +63,21 @@ class Calls:
         await self.tell("hang_up")
 
 
-async def open_one_by_one(crowds: list[Crowd], count: int) -> Calls:
-    """Each placed after the last is up, so placement sees every earlier one."""
-    calls = Calls([])
-    for index in range(count):
-        calls += await open_calls(crowds[index % len(crowds) : index % len(crowds) + 1], 1)
-    return calls
+async def open_until_spread(
+    fleet: Fleet, crowd: Crowd, transceivers: list[str], each: int = 2, limit: int = 8
+) -> tuple[Calls, list[str]]:
+    """Calls one after another until every one of ``transceivers`` holds
+    ``each`` (placement alternates by count, once an earlier test's calls are
+    gone); the calls and their holders."""
+    region = next(r for r in fleet.regions.values() if transceivers[0] in r.transceivers)
+    await fleet.core.run(fleet.until_idle(region))
+    calls, held = Calls([]), []
+    while min(held.count(t) for t in transceivers) < each:
+        assert len(held) < limit, f"placement never spread: {held}"
+        call = await open_calls([crowd], 1)
+        calls += call
+        held += await fleet.core.run(owners(fleet, await call.each("call_ids")))
+    return calls, held
 
 
 async def open_calls(crowds: list[Crowd], count: int) -> Calls:
@@ -183,7 +193,8 @@ async def test_killing_one_relay_of_a_pair_under_50_live_calls_loses_no_call(
         carried = await fleet.core.run(flows_created(eu.relays["relay-a"].ready))
         assert carried["stun"] > 0  # the kernel gave relay-a some of the clients
         talkers = calls.only([i < TALKERS for i in range(LIVE_CALLS)])
-        await talkers.tell("play", 440.0, STEADY_S + RECOVERY_WINDOW_S + 1.0)
+        # Through the window and a little past it; then quiet well before the probes.
+        await talkers.tell("play", 440.0, STEADY_S + RECOVERY_WINDOW_S + TALK_PAST_S)
         await asyncio.sleep(STEADY_S)
         killed = time.monotonic()
         await fleet.kill_relay(eu, "relay-a")
@@ -192,7 +203,8 @@ async def test_killing_one_relay_of_a_pair_under_50_live_calls_loses_no_call(
         window = (killed - 0.2, killed + RECOVERY_WINDOW_S)
         gaps = await calls.each("longest_gaps", *window)
         echo_gaps = await talkers.each("longest_gaps", *window, True)
-        await asyncio.sleep(1.0)  # the talkers' tone ends: the probes need quiet
+        # The probes need quiet: the tone (late if the clients lagged) and its echo gone.
+        await asyncio.sleep(TALK_PAST_S + 1.5)
         assert None not in await calls.each("round_trips")
         print(
             f"\nrelay-a killed under {LIVE_CALLS} calls: audio gap ms {percentiles(gaps)},"
@@ -221,13 +233,11 @@ async def test_a_killed_transceiver_ends_only_its_calls_and_new_calls_go_elsewhe
     fleet: Fleet, crowds: dict[str, list[Crowd]]
 ) -> None:
     eu, clients = fleet.regions["eu"], crowds["cl-eu"]
-    calls = await open_one_by_one(clients, 6)
+    calls, held = await open_until_spread(fleet, clients[0], ["eu-t1", "eu-t2"])
     http = await fleet.core.run(new_session())
     sidebands: list[Any] = []
     try:
         ids = await calls.each("call_ids")
-        held = await fleet.core.run(owners(fleet, ids))
-        assert set(held) == {"eu-t1", "eu-t2"}, held  # placement spread them
         sidebands += [await fleet.core.run(sideband(fleet, call, http)) for call in ids]
         on_victim = [owner == "eu-t1" for owner in held]
 
@@ -282,10 +292,8 @@ async def test_a_draining_transceiver_keeps_its_calls_and_takes_no_new_one(
     fleet: Fleet, crowds: dict[str, list[Crowd]]
 ) -> None:
     us, clients = fleet.regions["us"], crowds["cl-us"]
-    calls = await open_one_by_one(clients, 4)
+    calls, _ = await open_until_spread(fleet, clients[0], ["us-t1", "us-t2"])
     try:
-        held = await fleet.core.run(owners(fleet, await calls.each("call_ids")))
-        assert set(held) == {"us-t1", "us-t2"}, held
         stopping = asyncio.create_task(us.transceivers.pop("us-t1").terminate(30))
         await fleet.core.run(fleet.until_transceivers(known=4, accepting=3))
         assert None not in await calls.each("round_trips")  # its calls go on

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 from netlab import ip, lab, namespaces
+
+
+def pids_in(namespace: str) -> list[str]:
+    listed = subprocess.run(
+        ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False
+    )
+    return listed.stdout.split()
 
 
 def test_a_failing_test_leaves_no_namespace_and_no_process_behind() -> None:
@@ -17,6 +25,10 @@ def test_a_failing_test_leaves_no_namespace_and_no_process_behind() -> None:
         host = made.add("x", 250)
         left += [host.namespace, made.bridge_ns]
         sleeper = subprocess.Popen(host.argv("sleep", "600"))
+        for _ in range(200):  # until it has entered the namespace (ip netns exec is quick)
+            if str(sleeper.pid) in pids_in(host.namespace):
+                break
+            time.sleep(0.01)
         raise RuntimeError("the test failed")
     assert not set(left) & set(namespaces())
     assert sleeper is not None and sleeper.wait(10) == -9  # killed with its namespace

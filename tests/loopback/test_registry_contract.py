@@ -73,6 +73,25 @@ async def test_counting_calls_changes_only_active_and_never_revives_a_record(
     assert await registry.transceivers() == []
 
 
+async def test_agent_servers_are_published_replaced_and_removed(registry: Registry) -> None:
+    from talkwire.registry.base import AgentInfo
+
+    def agent(id: str, active: int) -> AgentInfo:
+        url = f"ws://10.0.0.7:{8090 + len(id)}"
+        return AgentInfo(id, url, ("echo", "voice"), "eu", 10, active, time.time())
+
+    await registry.publish_agent(agent("a1", 0))
+    await registry.publish_agent(agent("a2", 1))
+    latest = agent("a1", 4)
+    await registry.publish_agent(latest)  # a heartbeat replaces the record
+    found = {a.id: a for a in await registry.agents()}
+    assert sorted(found) == ["a1", "a2"] and found["a1"] == latest
+    await registry.remove_agent("a1")
+    await registry.remove_agent("nobody")
+    assert [a.id for a in await registry.agents()] == ["a2"]
+    assert [t.id for t in await registry.transceivers()] == []  # a separate record set
+
+
 async def test_calls_and_client_secrets_round_trip_and_expire(registry: Registry) -> None:
     await registry.put_call("rtc_1", "a", ttl_s=60)
     await registry.put_call("rtc_2", "b", ttl_s=0.2)

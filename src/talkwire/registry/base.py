@@ -1,5 +1,5 @@
-"""The registry interface: which transceivers exist, which call lives where,
-which ephemeral keys are valid.
+"""The registry interface: which transceivers and agent servers exist, which
+call lives where, which ephemeral keys are valid.
 
 Backend-neutral on purpose: every value crosses it as plain JSON-serialisable
 data so the in-memory backend and the Redis one (scale-out) are interchangeable.
@@ -89,6 +89,57 @@ class TransceiverInfo:
         return cls(**out)
 
 
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """What an agent server says about itself: where it listens (``url``, the
+    ``ws://`` base its ``/v1/agents/{model}`` paths hang off) and which models."""
+
+    id: str
+    url: str
+    models: tuple[str, ...]
+    region: str
+    capacity: int
+    active: int
+    updated_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "models": list(self.models)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AgentInfo:
+        """Validate a stored record; ValueError names the bad field."""
+        out: dict[str, Any] = {}
+        for name in ("id", "url", "region"):
+            value = data.get(name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"agent info: {name!r} must be a non-empty string")
+            out[name] = value
+        if not out["url"].startswith(("ws://", "wss://")):
+            raise ValueError("agent info: 'url' must be ws:// or wss://")
+        models = data.get("models")
+        if (
+            not isinstance(models, list)
+            or not models
+            or not all(isinstance(m, str) and m for m in models)
+        ):
+            raise ValueError("agent info: 'models' must be a list of model names")
+        out["models"] = tuple(models)
+        for name in ("capacity", "active"):
+            value = data.get(name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"agent info: {name!r} must be a non-negative integer")
+            out[name] = value
+        stamp = data.get("updated_at")
+        if (
+            not isinstance(stamp, int | float)
+            or isinstance(stamp, bool)
+            or not math.isfinite(stamp)
+        ):
+            raise ValueError("agent info: 'updated_at' must be a finite number")
+        out["updated_at"] = float(stamp)
+        return cls(**out)
+
+
 class RegistryUnavailable(TalkwireError):
     """The shared registry could not be reached; the request may be retried."""
 
@@ -112,6 +163,15 @@ class Registry(Protocol):
     async def transceivers(self, region: str | None = None) -> list[TransceiverInfo]:
         """Every known transceiver, or those of one region; stale ones included
         (freshness is the caller's judgement, see ``signaling.placement``)."""
+
+    async def publish_agent(self, info: AgentInfo) -> None:
+        """Insert or replace an agent server's record; it lapses unless renewed."""
+
+    async def remove_agent(self, id: str) -> None:
+        """Forget an agent server; unknown ids are ignored."""
+
+    async def agents(self) -> list[AgentInfo]:
+        """Every agent server whose record has not lapsed (stale ones included)."""
 
     async def put_call(self, call_id: str, transceiver_id: str, ttl_s: float) -> None:
         """Remember which transceiver owns a call, for ``ttl_s`` seconds."""

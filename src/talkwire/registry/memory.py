@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from talkwire.registry.base import TransceiverInfo
+from talkwire.registry.base import AgentInfo, TransceiverInfo
 
 
 class _Expiring:
@@ -62,6 +62,7 @@ class MemoryRegistry:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._transceivers: dict[str, TransceiverInfo] = {}
+        self._agents: dict[str, AgentInfo] = {}
         self._calls = _Expiring()
         self._secrets = _Expiring()
 
@@ -78,6 +79,15 @@ class MemoryRegistry:
 
     async def transceivers(self, region: str | None = None) -> list[TransceiverInfo]:
         return [t for t in self._transceivers.values() if region is None or t.region == region]
+
+    async def publish_agent(self, info: AgentInfo) -> None:
+        self._agents[info.id] = info
+
+    async def remove_agent(self, id: str) -> None:
+        self._agents.pop(id, None)
+
+    async def agents(self) -> list[AgentInfo]:
+        return list(self._agents.values())
 
     async def put_call(self, call_id: str, transceiver_id: str, ttl_s: float) -> None:
         now = self._clock()

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from talkwire.registry import redis_password
-from talkwire.registry.base import RegistryUnavailable, TransceiverInfo
+from talkwire.registry.base import AgentInfo, RegistryUnavailable, TransceiverInfo
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,43 @@ class RedisRegistry:
                     continue
                 if region is None or info.region == region:
                     found.append(info)
+            return found
+
+    async def publish_agent(self, info: AgentInfo) -> None:
+        with self._reach():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(
+                    self._key("agent", info.id),
+                    json.dumps(info.to_json()),
+                    px=self._record_ttl_ms,
+                )
+                pipe.sadd(self._key("agents"), info.id)
+                await pipe.execute()
+
+    async def remove_agent(self, id: str) -> None:
+        with self._reach():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._key("agent", id))
+                pipe.srem(self._key("agents"), id)
+                await pipe.execute()
+
+    async def agents(self) -> list[AgentInfo]:
+        with self._reach():
+            ids = sorted(str(i) for i in await self._redis.smembers(self._key("agents")))
+            if not ids:
+                return []
+            records = await self._redis.mget([self._key("agent", i) for i in ids])
+            gone = [i for i, record in zip(ids, records, strict=True) if record is None]
+            if gone:
+                await self._redis.srem(self._key("agents"), *gone)
+            found = []
+            for record in records:
+                if record is None:
+                    continue
+                try:
+                    found.append(AgentInfo.from_json(json.loads(record)))
+                except ValueError as exc:  # another writer's junk must not stop calls
+                    log.warning("skipping a bad agent record: %s", exc)
             return found
 
     async def put_call(self, call_id: str, transceiver_id: str, ttl_s: float) -> None:

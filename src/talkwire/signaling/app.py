@@ -21,6 +21,7 @@ from talkwire.internal_auth import bearer
 from talkwire.rate_limit import RateLimiter
 from talkwire.registry.base import Registry, RegistryUnavailable
 from talkwire.signaling import client_secrets, demo
+from talkwire.signaling.agents import announced_models, models_for
 from talkwire.signaling.auth import authenticate, require_api_key
 from talkwire.signaling.calls import handle_create, handle_hangup
 from talkwire.signaling.config import SignalingConfig
@@ -35,6 +36,7 @@ from talkwire.signaling.health import HealthPoller
 from talkwire.signaling.offer import read_within, too_large
 from talkwire.signaling.placement import accepts_calls, is_healthy
 from talkwire.signaling.realtime_ws import handle_realtime
+from talkwire.signaling.regions import choose_region
 from talkwire.signaling.state import STATE, SignalingState, state
 
 log = logging.getLogger("talkwire.signaling")
@@ -160,8 +162,9 @@ async def _read_json(request: web.Request) -> Any:
 async def mint_for(request: web.Request) -> dict[str, Any]:
     """Parse a client-secret request body and mint a key (auth is the caller's)."""
     st = state(request)
+    region = choose_region(st.config.regions, request.remote, request.headers)
     parsed = client_secrets.parse_request(
-        await _read_json(request), st.config.models, st.config.default_model
+        await _read_json(request), await models_for(st, region), st.config.default_model
     )
     minted = await client_secrets.mint(st.registry, parsed, st.clock())
     st.metrics.client_secrets.inc()
@@ -187,7 +190,12 @@ async def handle_healthz(request: web.Request) -> web.Response:
         "healthy": sum(1 for t in infos if is_healthy(t, now, max_age)),
         "accepting": sum(1 for t in infos if accepts_calls(t, now, max_age)),
     }
-    return web.json_response({"status": "ok", "transceivers": counts})
+    body: dict[str, Any] = {"status": "ok", "transceivers": counts}
+    if st.config.discover_agents:
+        # The models announced agent servers serve now (those given by --model aside).
+        announced = announced_models(await st.registry.agents(), None, now, max_age, st.rng)
+        body["announced_models"] = sorted(announced)
+    return web.json_response(body)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:

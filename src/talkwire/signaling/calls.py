@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from talkwire.registry.base import TransceiverInfo
+from talkwire.signaling.agents import models_for
 from talkwire.signaling.auth import authenticate
 from talkwire.signaling.client_secrets import merge_call_session, normalize_session, resolve_model
 from talkwire.signaling.errors import ApiError, unavailable
@@ -77,9 +78,10 @@ async def _create(request: web.Request, st: SignalingState) -> web.Response:
     if "model" not in requested and request.query.get("model"):
         requested["model"] = request.query["model"]
     session = merge_call_session(principal.session, requested)
-    model, agent_url = resolve_model(session, config.models, config.default_model)
-    session["model"] = model
     region = choose_region(config.regions, request.remote, request.headers)
+    models = await models_for(st, region)
+    model, agent_url = resolve_model(session, models, config.default_model)
+    session["model"] = model
     call_id = new_call_id()
     payload = {"call_id": call_id, "sdp": sdp, "session": session, "agent_url": agent_url}
     info, answer = await _place_and_forward(st, payload, region)

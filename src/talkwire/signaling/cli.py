@@ -145,6 +145,7 @@ def config_from_args(args: argparse.Namespace) -> SignalingConfig:
         api_keys=tuple(keys),
         models=models,
         default_model=default_model,
+        discover_agents=args.registry is not None,
         transceivers=tuple(args.transceiver),
         regions=_regions(args.region_table, args.default_region),
         cors_origins=tuple(args.cors_origin) or ("*",),

@@ -27,6 +27,8 @@ class SignalingConfig:
     api_keys: tuple[str, ...]
     models: Mapping[str, str]
     default_model: str | None = None
+    # Also serve the models agent servers announce in the registry (--registry).
+    discover_agents: bool = False
     transceivers: tuple[str, ...] = ()
     regions: RegionTable = field(default_factory=RegionTable)
     cors_origins: tuple[str, ...] = ("*",)
@@ -65,7 +67,11 @@ class SignalingConfig:
                 raise ConfigError(f"bad model name {name!r}")
             if not url.startswith(("ws://", "wss://")):
                 raise ConfigError(f"model {name!r}: agent URL must be ws:// or wss://, got {url!r}")
-        if self.default_model is not None and self.default_model not in self.models:
+        if (
+            self.default_model is not None
+            and self.default_model not in self.models
+            and not self.discover_agents  # an announced agent may serve it
+        ):
             raise ConfigError(f"default model {self.default_model!r} is not in the model table")
         for url in self.transceivers:
             if not url.startswith(("http://", "https://")):

@@ -30,10 +30,12 @@ from talkwire.protocol.realtime_ws import (
     ClientToAgent,
     Refusal,
 )
+from talkwire.signaling.agents import models_for
 from talkwire.signaling.auth import authenticate, require_api_key
 from talkwire.signaling.calls import call_not_found, call_owner, call_transceiver_unavailable
 from talkwire.signaling.client_secrets import merge_call_session, resolve_model
 from talkwire.signaling.errors import ApiError
+from talkwire.signaling.regions import choose_region
 from talkwire.signaling.state import SignalingState, state
 from talkwire.ws_outbox import Outbox, until_first
 
@@ -67,7 +69,9 @@ async def handle_realtime(request: web.Request) -> web.StreamResponse:
     if request.query.get("model"):
         requested["model"] = request.query["model"]
     session = merge_call_session(principal.session, requested)
-    model, agent_url = resolve_model(session, st.config.models, st.config.default_model)
+    region = choose_region(st.config.regions, request.remote, request.headers)
+    models = await models_for(st, region)
+    model, agent_url = resolve_model(session, models, st.config.default_model)
     session["model"] = model
     ws = web.WebSocketResponse(
         protocols=(SUBPROTOCOL,),

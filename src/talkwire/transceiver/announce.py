@@ -9,18 +9,12 @@ any other state, and the record is removed when the transceiver exits.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
 from collections.abc import Callable
 
+from talkwire.registry.announce import ANNOUNCE_INTERVAL_S, keep_announced
 from talkwire.registry.base import Registry, TransceiverInfo
 from talkwire.transceiver.service import Transceiver
-
-log = logging.getLogger(__name__)
-
-ANNOUNCE_INTERVAL_S = 1.0
 
 
 async def announce(
@@ -32,26 +26,15 @@ async def announce(
     clock: Callable[[], float] = time.time,
 ) -> None:
     """Publish until cancelled, then remove the record (best effort)."""
-    failing = False
-    try:
-        while True:
-            info = TransceiverInfo.from_json(
-                {**transceiver.health(), "api_url": api_url}, updated_at=clock()
-            )
-            try:
-                await registry.publish(info)
-            except Exception as exc:
-                # The registry being away must not take the transceiver, or its calls, down.
-                transceiver.metrics.errors.labels("registry_publish").inc()
-                if not failing:
-                    log.warning("cannot announce in the registry (retrying): %s", exc)
-                failing = True
-            else:
-                if failing:
-                    log.warning("announcing in the registry again")
-                failing = False
-            await asyncio.sleep(interval_s)
-    finally:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2.0):
-                await registry.remove(transceiver.config.id)
+
+    async def publish() -> None:
+        health = {**transceiver.health(), "api_url": api_url}
+        await registry.publish(TransceiverInfo.from_json(health, updated_at=clock()))
+
+    await keep_announced(
+        publish,
+        lambda: registry.remove(transceiver.config.id),
+        what=f"transceiver {transceiver.config.id}",
+        interval_s=interval_s,
+        on_failure=transceiver.metrics.errors.labels("registry_publish").inc,
+    )
