@@ -9,6 +9,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from netlab import Host, Lab
@@ -164,18 +165,23 @@ class Fleet:
             await asyncio.sleep(0.05)
         raise AssertionError(f"signaling saw {counts} and {health}, not {wanted} with echo")
 
+    async def healths(self, region: Region) -> list[dict[str, Any]]:
+        """Each of the region's transceivers' /health. Run it on the core host."""
+        return [
+            json.loads((await get(region.transceiver_url(name) + "/health"))[1])
+            for name in region.transceivers
+        ]
+
     async def until_idle(self, region: Region) -> None:
         """Until the region's transceivers hold no call (an earlier test's are
-        released on the transceivers' own schedule). Run it on the core host."""
+        released on the transceivers' own schedule) and take calls again (the
+        load and loop lag it left have faded). Run it on the core host."""
         for _ in range(300):  # 15 s
-            healths = [
-                json.loads((await get(region.transceiver_url(name) + "/health"))[1])
-                for name in region.transceivers
-            ]
-            if all(h["active"] == 0 for h in healths):
+            healths = await self.healths(region)
+            if all(h["active"] == 0 and not h.get("overloaded") for h in healths):
                 return
             await asyncio.sleep(0.05)
-        raise AssertionError(f"{region.name} still holds calls: {healths}")
+        raise AssertionError(f"{region.name} is not idle: {healths}")
 
     async def restore_transceiver(self, region: Region, name: str) -> None:
         """Start ``name`` again if a test stopped it, and wait until signaling sees all four."""

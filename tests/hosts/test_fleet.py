@@ -64,7 +64,7 @@ class Calls:
 
 
 async def open_until_spread(
-    fleet: Fleet, crowd: Crowd, transceivers: list[str], each: int = 2, limit: int = 8
+    fleet: Fleet, crowd: Crowd, transceivers: list[str], each: int = 2, limit: int = 12
 ) -> tuple[Calls, list[str]]:
     """Calls one after another until every one of ``transceivers`` holds
     ``each`` (placement alternates by count, once an earlier test's calls are
@@ -73,7 +73,9 @@ async def open_until_spread(
     await fleet.core.run(fleet.until_idle(region))
     calls, held = Calls([]), []
     while min(held.count(t) for t in transceivers) < each:
-        assert len(held) < limit, f"placement never spread: {held}"
+        if len(held) >= limit:
+            healths = await fleet.core.run(fleet.healths(region))
+            raise AssertionError(f"placement never spread: {held}; transceivers: {healths}")
         call = await open_calls([crowd], 1)
         calls += call
         held += await fleet.core.run(owners(fleet, await call.each("call_ids")))
