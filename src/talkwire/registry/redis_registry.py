@@ -92,84 +92,71 @@ class RedisRegistry:
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
 
-    async def publish(self, info: TransceiverInfo) -> None:
+    # Transceivers and agent servers are kept alike: a record per id that
+    # lapses unless renewed, and a set of ids to find them by.
+
+    async def _put_record(self, kind: str, id: str, record: dict[str, Any]) -> None:
         with self._reach():
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(
-                    self._key("tx", info.id), json.dumps(info.to_json()), px=self._record_ttl_ms
-                )
-                pipe.sadd(self._key("txs"), info.id)
+                pipe.set(self._key(kind, id), json.dumps(record), px=self._record_ttl_ms)
+                pipe.sadd(self._key(kind + "s"), id)
                 await pipe.execute()
+
+    async def _remove_record(self, kind: str, id: str) -> None:
+        with self._reach():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._key(kind, id))
+                pipe.srem(self._key(kind + "s"), id)
+                await pipe.execute()
+
+    async def _records(self, kind: str) -> list[str]:
+        """The live records of ``kind``; ids whose record lapsed leave the set."""
+        with self._reach():
+            ids = sorted(str(i) for i in await self._redis.smembers(self._key(kind + "s")))
+            if not ids:
+                return []
+            records = await self._redis.mget([self._key(kind, i) for i in ids])
+            gone = [i for i, record in zip(ids, records, strict=True) if record is None]
+            if gone:
+                await self._redis.srem(self._key(kind + "s"), *gone)
+            return [str(record) for record in records if record is not None]
+
+    async def publish(self, info: TransceiverInfo) -> None:
+        await self._put_record("tx", info.id, info.to_json())
 
     async def count_calls(self, id: str, delta: int) -> None:
         with self._reach():
             await self._redis.eval(_COUNT_CALLS, 1, self._key("tx", id), delta)
 
     async def remove(self, id: str) -> None:
-        with self._reach():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self._key("tx", id))
-                pipe.srem(self._key("txs"), id)
-                await pipe.execute()
+        await self._remove_record("tx", id)
 
     async def transceivers(self, region: str | None = None) -> list[TransceiverInfo]:
-        with self._reach():
-            ids = sorted(str(i) for i in await self._redis.smembers(self._key("txs")))
-            if not ids:
-                return []
-            records = await self._redis.mget([self._key("tx", i) for i in ids])
-            gone = [i for i, record in zip(ids, records, strict=True) if record is None]
-            if gone:
-                await self._redis.srem(self._key("txs"), *gone)
-            found = []
-            for record in records:
-                if record is None:
-                    continue
-                try:
-                    info = TransceiverInfo.from_json(json.loads(record))
-                except ValueError as exc:  # another writer's junk must not stop placement
-                    log.warning("skipping a bad transceiver record: %s", exc)
-                    continue
-                if region is None or info.region == region:
-                    found.append(info)
-            return found
+        found = []
+        for record in await self._records("tx"):
+            try:
+                info = TransceiverInfo.from_json(json.loads(record))
+            except ValueError as exc:  # another writer's junk must not stop placement
+                log.warning("skipping a bad transceiver record: %s", exc)
+                continue
+            if region is None or info.region == region:
+                found.append(info)
+        return found
 
     async def publish_agent(self, info: AgentInfo) -> None:
-        with self._reach():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(
-                    self._key("agent", info.id),
-                    json.dumps(info.to_json()),
-                    px=self._record_ttl_ms,
-                )
-                pipe.sadd(self._key("agents"), info.id)
-                await pipe.execute()
+        await self._put_record("agent", info.id, info.to_json())
 
     async def remove_agent(self, id: str) -> None:
-        with self._reach():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self._key("agent", id))
-                pipe.srem(self._key("agents"), id)
-                await pipe.execute()
+        await self._remove_record("agent", id)
 
     async def agents(self) -> list[AgentInfo]:
-        with self._reach():
-            ids = sorted(str(i) for i in await self._redis.smembers(self._key("agents")))
-            if not ids:
-                return []
-            records = await self._redis.mget([self._key("agent", i) for i in ids])
-            gone = [i for i, record in zip(ids, records, strict=True) if record is None]
-            if gone:
-                await self._redis.srem(self._key("agents"), *gone)
-            found = []
-            for record in records:
-                if record is None:
-                    continue
-                try:
-                    found.append(AgentInfo.from_json(json.loads(record)))
-                except ValueError as exc:  # another writer's junk must not stop calls
-                    log.warning("skipping a bad agent record: %s", exc)
-            return found
+        found = []
+        for record in await self._records("agent"):
+            try:
+                found.append(AgentInfo.from_json(json.loads(record)))
+            except ValueError as exc:  # another writer's junk must not stop calls
+                log.warning("skipping a bad agent record: %s", exc)
+        return found
 
     async def put_call(self, call_id: str, transceiver_id: str, ttl_s: float) -> None:
         with self._reach():
