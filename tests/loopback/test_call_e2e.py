@@ -467,10 +467,14 @@ async def test_a_clear_drops_queued_agent_audio_at_once_and_names_the_response(
         assert cleared["response_id"] == "resp_talker"
         at = time.monotonic()
         await call.next_event("output_audio_buffer.stopped")
-        # Stopped within a few frames of the clear, not after the 4.7 s still queued.
-        await asyncio.sleep(0.3)
+        # Stopped within a few frames of the clear, not after the 4.7 s still queued:
+        # what comes next (the fade-out, then a keep-alive every 0.4 s) is all quiet.
+        for _ in range(100):
+            if call.received and call.received[-1][0] > at + 0.6:
+                break
+            await asyncio.sleep(0.05)  # frames arrive on the far end's clock
         late = call.received_audio(since=at + 0.1)
-        assert len(late) > 0.1 * CLIENT_RATE, "no audio frames came after the clear"
+        assert len(late) > 0, "no audio frames came after the clear"
         assert (np.abs(late) > LOUD).sum() == 0
     finally:
         await call.hangup()

@@ -16,16 +16,12 @@ from aiortc.rtp import RtpPacket
 from talkwire.protocol.audio import FRAME_BYTES, FRAME_SAMPLES, RATE
 from talkwire.transceiver.opus import (
     SILENCE_PACKET,
-    TIMESTAMP_STEP,
     OpusDecoder,
     OpusEncoder,
     audio_level_dbov,
 )
-from talkwire.transceiver.rtp_audio import (
-    ENCODED_SILENCE_FRAMES,
-    InboundTap,
-    OutboundOpus,
-)
+from talkwire.transceiver.pacing import OutFrame
+from talkwire.transceiver.rtp_audio import InboundTap, OutboundOpus
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
 PCMU = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1, payloadType=0)
@@ -106,30 +102,29 @@ def test_inbound_tap_decodes_opus_on_arrival_and_passes_other_codecs_through() -
 
 
 class ScriptedSource:
-    def __init__(self, frames: list[bytes | None]) -> None:
+    def __init__(self, frames: list[OutFrame]) -> None:
         self._frames = frames
 
-    async def next_pcm(self) -> bytes | None:
+    async def next_frame(self) -> OutFrame:
         return self._frames.pop(0)
 
 
-async def test_outbound_encodes_each_frame_inline_with_its_level_then_cans_silence() -> None:
+async def test_outbound_encodes_each_frame_inline_with_its_level_and_the_pacers_timestamp() -> None:
     speech = tone_frames(300.0, 3)
-    quiet = ENCODED_SILENCE_FRAMES + 3
-    outbound = OutboundOpus(ScriptedSource([*speech, *[None] * quiet, speech[0]]), unused)
-    sent = [await outbound.next_encoded_frame(OPUS) for _ in range(len(speech) + quiet + 1)]
-    assert all(isinstance(frame, RTCEncodedFrame) for frame in sent)
-    frames = [frame for frame in sent if frame is not None]
-    assert [f.timestamp for f in frames] == [i * TIMESTAMP_STEP for i in range(len(frames))]
-    assert [f.audio_level for f in frames[:3]] == [audio_level_dbov(s) for s in speech]
-    assert all(f.audio_level == -127 for f in frames[3:-1])
-    silences = [f.payloads[0] for f in frames[3:-1]]
-    # Encoded silence first (the far decoder fades out), then the canned packet.
-    assert all(p != SILENCE_PACKET for p in silences[:ENCODED_SILENCE_FRAMES])
-    assert silences[ENCODED_SILENCE_FRAMES:] == [SILENCE_PACKET] * 3
-    assert outbound.canned_silence == 3
+    script = [OutFrame(pcm, 960 * i) for i, pcm in enumerate(speech)]
+    script += [OutFrame(None, 5000), OutFrame(None, 6000), OutFrame(None, 30000, canned=True)]
+    outbound = OutboundOpus(ScriptedSource(list(script)), unused)
+    frames = [await outbound.next_encoded_frame(OPUS) for _ in script]
+    assert all(isinstance(frame, RTCEncodedFrame) for frame in frames)
+    sent = [frame for frame in frames if frame is not None]
+    assert [f.timestamp for f in sent] == [f.timestamp for f in script]
+    assert [f.audio_level for f in sent[:3]] == [audio_level_dbov(s) for s in speech]
+    assert all(f.audio_level == -127 for f in sent[3:])
+    # Encoded silence while the far decoder fades out, the canned packet once idle.
+    assert all(f.payloads[0] != SILENCE_PACKET for f in sent[3:5])
+    assert sent[5].payloads == [SILENCE_PACKET] and outbound.canned_silence == 1
     decoder = OpusDecoder()
-    assert abs(dominant_hz(b"".join(decoder.decode(f.payloads[0]) for f in frames[:3])) - 300) < 30
+    assert abs(dominant_hz(b"".join(decoder.decode(f.payloads[0]) for f in sent[:3])) - 300) < 30
 
 
 async def unused(codec: RTCRtpCodecParameters) -> RTCEncodedFrame | None:

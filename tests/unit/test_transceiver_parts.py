@@ -15,6 +15,7 @@ from talkwire import encap
 from talkwire.protocol.audio import FRAME_BYTES, FRAME_SAMPLES, RATE
 from talkwire.transceiver.audio import OUT_FRAME_SAMPLES, AgentAudioTrack
 from talkwire.transceiver.demux import Delivery, Demux, Drop
+from talkwire.transceiver.opus import TIMESTAMP_STEP
 from talkwire.transceiver.resample import Downsampler, Upsampler
 from talkwire.transceiver.rtp_audio import PassThroughBuffer
 from talkwire.transceiver.sdp import candidate_addresses, strip_candidates
@@ -264,6 +265,19 @@ async def test_audio_pushed_several_frames_at_a_time_keeps_its_pauses() -> None:
     assert [p > 4000 for p in played] == [False] * 3 + [True] + [False] * 2 + [True]
     track.stop()
     await asyncio.sleep(0)
+
+
+async def test_the_opus_path_keeps_alive_while_idle_and_sends_a_frame_the_moment_it_comes() -> None:
+    track = AgentAudioTrack()
+    first = await track.next_frame()
+    assert first.canned and first.pcm is None and first.timestamp == 0
+    waiting = asyncio.ensure_future(track.next_frame())
+    await asyncio.sleep(0)
+    assert not waiting.done()  # idle: no packet until a frame comes (or the keep-alive is due)
+    track.push(loud())
+    frame = await waiting
+    assert frame.pcm == loud() and not frame.canned and frame.timestamp >= TIMESTAMP_STEP
+    track.stop()
 
 
 async def test_the_shared_socket_ignores_datagrams_from_untrusted_sources() -> None:

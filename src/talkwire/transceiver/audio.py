@@ -2,9 +2,7 @@
 
 Inbound, aiortc's Opus decoder gives 48 kHz stereo frames; the agent wants
 24 kHz mono. Outbound, the agent's audio arrives in bursts of any size and is
-played out in 20 ms frames paced from a monotonic clock. When the line is idle
-a frame from the agent goes out at once rather than waiting for the next tick,
-which keeps the echo round trip short; queued frames are paced.
+played out in 20 ms frames when the ``Pacer`` says they are due.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import asyncio
 import collections
 import contextlib
 import fractions
-import time
 from collections.abc import Callable
 
 import av
@@ -22,6 +19,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from talkwire.protocol.audio import FRAME_SAMPLES, RATE, FrameChunker
+from talkwire.transceiver.pacing import Kind, OutFrame, Pacer, Send
 from talkwire.transceiver.resample import Downsampler, Upsampler
 
 FRAME_SECONDS = FRAME_SAMPLES / RATE
@@ -59,20 +57,17 @@ class InboundConverter:
 class AgentAudioTrack(MediaStreamTrack):
     """The call's outbound audio: the agent's voice, silence between turns.
 
-    Frames go out on a 20 ms clock, except that a frame arriving while the
-    line is idle, or up to GRACE late while playing, goes out at once and
-    re-phases the clock: waiting for the next tick would add up to 20 ms, and
-    filling a late frame's slot with silence would delay every later frame of
-    a live stream by 20 ms for good. Backlog from jitter is shed by skipping
-    quiet frames once more than TARGET_BACKLOG frames wait, but only frames
-    that came one per push (live audio, bunched up on the way): audio the
-    agent sends several frames at a time is buffered on purpose (speech it
-    paces itself), and its pauses are part of it.
+    When each frame goes, and with which RTP timestamp, is the ``Pacer``'s
+    call (see pacing.py): a 20 ms grid while audio plays, a frame late for its
+    slot sent as it arrives, nothing but a keep-alive while idle. Backlog from
+    jitter is shed by skipping quiet frames once more than TARGET_BACKLOG
+    frames wait, but only frames that came one per push (live audio, bunched
+    up on the way): audio the agent sends several frames at a time is
+    buffered on purpose (speech it paces itself), and its pauses are part of it.
     """
 
     kind = "audio"
 
-    GRACE_S = 0.03
     TARGET_BACKLOG = 2
     QUIET_PEAK = 64  # about -54 dBFS
 
@@ -83,7 +78,7 @@ class AgentAudioTrack(MediaStreamTrack):
         # (pcm, live): live frames arrived one per push and may be shed as backlog.
         self._frames: collections.deque[tuple[bytes, bool]] = collections.deque()
         self._arrived = asyncio.Event()
-        self._next_at: float | None = None
+        self._pacer: Pacer | None = None
         self._pts = 0
         self._time_base = fractions.Fraction(1, OUT_RATE)
         self._playing = False
@@ -111,35 +106,40 @@ class AgentAudioTrack(MediaStreamTrack):
     def queued_seconds(self) -> float:
         return len(self._frames) * FRAME_SECONDS
 
+    @property
+    def slots_left_empty(self) -> int:
+        return self._pacer.slots_left_empty if self._pacer else 0
+
     async def recv(self) -> av.AudioFrame:
         """A 48 kHz stereo frame, for codecs aiortc encodes itself (not Opus: see rtp_audio)."""
-        return self._frame(await self.next_pcm())
+        return self._frame((await self._next(dtx=False)).pcm)
 
-    async def next_pcm(self) -> bytes | None:
-        """The next 20 ms of agent audio when it is due, or None for silence."""
+    async def next_frame(self) -> OutFrame:
+        """The next packet's audio when it is due; while idle, only keep-alives."""
+        return await self._next(dtx=True)
+
+    async def _next(self, dtx: bool) -> OutFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        now = time.monotonic()
-        if self._next_at is None:
-            self._next_at = now
-        if self._frames:
-            if self._next_at > now:
-                await asyncio.sleep(self._next_at - now)
-        else:
-            deadline = self._next_at + (self.GRACE_S if self._playing else 0.0)
+        if self._pacer is None:
+            self._pacer = Pacer(dtx)
+        loop = asyncio.get_running_loop()
+        while not isinstance(decision := self._pacer.decide(loop.time(), len(self._frames)), Send):
+            if self._frames:
+                await asyncio.sleep(decision.until - loop.time())
+                continue
             self._arrived.clear()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
             # cancellation aiortc uses to stop its sender, and close would hang.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, deadline - now)):
+                async with asyncio.timeout_at(decision.until):
                     await self._arrived.wait()
-            if self._frames:
-                self._next_at = time.monotonic()
-        self._shed_backlog()
-        pcm = self._frames.popleft()[0] if self._frames else None
-        self._next_at += FRAME_SECONDS
+        pcm = None
+        if decision.kind is Kind.AUDIO:
+            self._shed_backlog()
+            pcm = self._frames.popleft()[0]
         self._set_playing(pcm is not None)
-        return pcm
+        return OutFrame(pcm, decision.timestamp, canned=decision.kind is Kind.KEEPALIVE)
 
     def _shed_backlog(self) -> None:
         while len(self._frames) > self.TARGET_BACKLOG and _is_sheddable(self._frames[0]):

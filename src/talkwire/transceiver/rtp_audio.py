@@ -6,7 +6,8 @@ resampler: four hops for 20 ms of audio. ``InboundTap`` sits in the jitter
 buffer's slot and, for Opus, decodes the packet there and hands the agent's
 PCM over at once. Outbound, ``OutboundOpus`` stands in for the sender's
 ``_next_encoded_frame``: the track's 24 kHz PCM is encoded inline (no thread
-pool, no 48 kHz stereo detour, no per-sample Python loop for the audio level).
+pool, no 48 kHz stereo detour, no per-sample Python loop for the audio level),
+under the RTP timestamp the track's pacer chose.
 Other codecs (PCMU, PCMA, G722) keep aiortc's own path.
 
 Both are small patches on aiortc objects, not a fork; ``tests/unit`` pins the
@@ -28,16 +29,13 @@ from talkwire.protocol.audio import FRAME_BYTES, FrameChunker
 from talkwire.transceiver.opus import (
     MIN_LEVEL_DBOV,
     SILENCE_PACKET,
-    TIMESTAMP_STEP,
     OpusDecoder,
     OpusEncoder,
     audio_level_dbov,
 )
+from talkwire.transceiver.pacing import OutFrame
 
 OPUS: Final = "audio/opus"
-# Real silence is encoded for this many frames after audio, so the encoder and
-# the far decoder fade out together; after that a canned silence packet is sent.
-ENCODED_SILENCE_FRAMES: Final = 5
 SILENT_FRAME: Final = bytes(FRAME_BYTES)
 
 
@@ -118,9 +116,9 @@ def install_inbound(receiver: Any, on_pcm: Callable[[bytes], None]) -> InboundTa
     return tap
 
 
-class PcmSource(Protocol):
-    async def next_pcm(self) -> bytes | None:
-        """The next 20 ms frame when it is due, or None for a frame of silence."""
+class FrameSource(Protocol):
+    async def next_frame(self) -> OutFrame:
+        """The next packet's audio and timestamp, when it is due."""
 
 
 class OutboundOpus:
@@ -128,37 +126,31 @@ class OutboundOpus:
 
     def __init__(
         self,
-        source: PcmSource,
+        source: FrameSource,
         fallback: Callable[[RTCRtpCodecParameters], Awaitable[RTCEncodedFrame | None]],
     ) -> None:
         self._source = source
         self._fallback = fallback
         self._encoder: OpusEncoder | None = None
-        self._timestamp = 0
-        self._quiet_frames = ENCODED_SILENCE_FRAMES
         self.canned_silence = 0
 
     async def next_encoded_frame(self, codec: RTCRtpCodecParameters) -> RTCEncodedFrame | None:
         if not is_opus(codec):
             return await self._fallback(codec)
-        pcm = await self._source.next_pcm()
+        frame = await self._source.next_frame()
+        if frame.canned:
+            self.canned_silence += 1
+            return RTCEncodedFrame([SILENCE_PACKET], frame.timestamp, MIN_LEVEL_DBOV)
         if self._encoder is None:
             self._encoder = OpusEncoder()
-        timestamp = self._timestamp
-        self._timestamp += TIMESTAMP_STEP
-        if pcm is not None:
-            self._quiet_frames = 0
-            return RTCEncodedFrame([self._encoder.encode(pcm)], timestamp, audio_level_dbov(pcm))
-        if self._quiet_frames < ENCODED_SILENCE_FRAMES:
-            self._quiet_frames += 1
+        if frame.pcm is None:
             payload = self._encoder.encode(SILENT_FRAME)
-        else:
-            self.canned_silence += 1
-            payload = SILENCE_PACKET
-        return RTCEncodedFrame([payload], timestamp, MIN_LEVEL_DBOV)
+            return RTCEncodedFrame([payload], frame.timestamp, MIN_LEVEL_DBOV)
+        payload = self._encoder.encode(frame.pcm)
+        return RTCEncodedFrame([payload], frame.timestamp, audio_level_dbov(frame.pcm))
 
 
-def install_outbound(sender: Any, source: PcmSource) -> OutboundOpus:
+def install_outbound(sender: Any, source: FrameSource) -> OutboundOpus:
     """Make an aiortc audio RTCRtpSender encode ``source``'s PCM itself."""
     outbound = OutboundOpus(source, sender._next_encoded_frame)
     sender._next_encoded_frame = outbound.next_encoded_frame

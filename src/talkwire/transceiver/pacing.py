@@ -1,0 +1,185 @@
+"""When each outbound audio packet goes, and which RTP timestamp it carries (sans-IO).
+
+Chromium's jitter buffer (NetEq) sizes itself from how far each packet's
+arrival strays from its RTP timestamp. A sender that moves its clock to meet
+the agent's audio but keeps counting timestamps 20 ms apart looks like jitter:
+NetEq then held 54 ms against a 40 ms target, where a fixed grid gave 36 / 20
+(``bench/call.py``, one run). A fixed grid alone makes a frame wait up to 20 ms
+for its slot. So the timestamp always follows the send clock, and the clock
+moves only in ways NetEq ignores:
+
+- While audio plays, packets go on a 20 ms grid whose phase the first frame
+  set. A frame late for its slot goes out the moment it arrives, still with
+  its slot's timestamp: audio that keeps arriving a few ms after the grid
+  reaches NetEq with a constant offset, which is no jitter and costs no wait.
+  A slot no frame reached in time is left empty (the timestamp skips it, as
+  with Opus DTX) rather than filled late, which would delay every later frame.
+- Frames that keep waiting for their slot move the grid earlier, to just
+  before them (see ``_send_audio``).
+- After the audio, two slots wait for a late frame, a few carry encoded
+  silence so the far decoder fades out; then the line is idle: no packets but
+  a keep-alive every 400 ms, and no grid. The next frame goes out the moment
+  it arrives and starts a new grid, its timestamp counting the time since the
+  last packet.
+
+Without DTX (codecs aiortc encodes itself, which want a frame every 20 ms) the
+fade never ends: silence fills every slot and the grid is kept.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+from talkwire.protocol.audio import FRAME_MS
+from talkwire.transceiver.opus import OPUS_CLOCK, TIMESTAMP_STEP
+
+SLOT_S: Final = FRAME_MS / 1000
+# After audio, this many slots each wait to their end for a late frame (an
+# underrun, not the end of the audio) and are left empty if none comes.
+LATE_SLOTS: Final = 2
+FADE_SLOTS: Final = 5
+# What libwebrtc sends during Opus DTX: one packet per 400 ms keeps the stream alive.
+KEEPALIVE_S: Final = 0.4
+# Frames that all waited for their slot this many times in a row move the grid
+# earlier, to just before the earliest of them (a margin for timer lateness).
+ADVANCE_AFTER: Final = 10
+ADVANCE_MARGIN_S: Final = 0.0005
+
+
+class Kind(enum.Enum):
+    AUDIO = "audio"  # the next queued frame
+    FADE = "fade"  # encoded silence, so the far decoder fades out with the encoder
+    KEEPALIVE = "keepalive"  # canned silence while idle
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    kind: Kind
+    timestamp: int  # in Opus's 48 kHz clock, from the call's first packet
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    until: float  # or until a frame arrives, whichever comes first
+
+
+@dataclass(frozen=True, slots=True)
+class OutFrame:
+    """One outbound packet's worth: the agent's PCM (None: silence) and its RTP timestamp."""
+
+    pcm: bytes | None
+    timestamp: int
+    canned: bool = False  # idle: a keep-alive, which needs no encoder
+
+
+class Pacer:
+    """Decides, for the time ``now`` and whether a frame is queued, to send or wait."""
+
+    def __init__(self, dtx: bool = True) -> None:
+        self._dtx = dtx
+        self._slot: float | None = None  # the next slot's start; None while idle
+        self._timestamp = 0  # the next slot's timestamp
+        self._quiet = 0  # slots since the last audio
+        self._last_slot: float | None = None  # the start of the last packet's slot
+        self._last_timestamp = -TIMESTAMP_STEP
+        self._held_since: float | None = None  # when the next slot's frame began to wait
+        self._backlog = False  # the next frame was queued before the last one went
+        self._held_in_row = 0
+        self._least_hold = SLOT_S
+        self.slots_left_empty = 0
+        self.grid_advances = 0
+
+    @property
+    def idle(self) -> bool:
+        return self._slot is None
+
+    def decide(self, now: float, queued: int) -> Send | Wait:
+        """``queued``: the frames waiting to go, the next one first."""
+        if self._slot is None:
+            return self._idle(now, queued)
+        if queued:
+            if now < self._slot:
+                if self._held_since is None and not self._backlog:
+                    self._held_since = now
+                return Wait(self._slot)
+            self._pass_missed_slots(now)
+            return self._send_audio(queued)
+        self._held_since, self._backlog = None, False
+        if self._quiet < LATE_SLOTS and now < self._slot + SLOT_S:
+            return Wait(self._slot + SLOT_S)  # playing: the frame may still come, late
+        self._pass_missed_slots(now)
+        if self._quiet < LATE_SLOTS:
+            return self.decide(now, queued)
+        if self._dtx and self._quiet >= LATE_SLOTS + FADE_SLOTS:
+            self._slot = None
+            return self._idle(now, queued)
+        if now < self._slot:
+            return Wait(self._slot)
+        return self._send(Kind.FADE)
+
+    def _idle(self, now: float, queued: int) -> Send | Wait:
+        if self._last_slot is None or queued:
+            start = now
+        else:
+            start = max(now, self._last_slot + KEEPALIVE_S)
+        if now < start:
+            return Wait(start)
+        self._timestamp = self._timestamp_at(start)
+        self._slot = start
+        if queued:
+            return self._send_audio(queued)
+        send = self._send(Kind.KEEPALIVE)
+        self._slot = None
+        return send
+
+    def _timestamp_at(self, start: float) -> int:
+        if self._last_slot is None:
+            return 0
+        # A frame that comes within the last packet's slot goes now, one step on: an early
+        # packet once, then a grid at the agent's phase, beats a wait of up to 20 ms.
+        elapsed = round((start - self._last_slot) * OPUS_CLOCK)
+        return self._last_timestamp + max(TIMESTAMP_STEP, elapsed)
+
+    def _pass_missed_slots(self, now: float) -> None:
+        assert self._slot is not None
+        while now >= self._slot + SLOT_S:
+            self._slot += SLOT_S
+            self._timestamp += TIMESTAMP_STEP
+            self._quiet += 1
+            self.slots_left_empty += 1
+
+    def _send_audio(self, queued: int) -> Send:
+        """Sends the frame; frames that keep waiting for their slot move the grid earlier.
+
+        An earlier grid with the timestamps unchanged reaches NetEq as packets a
+        little early, once, which it ignores: only late packets grow its target.
+        The phase the first frame set may have been a late one; this is how the
+        grid finds the agent's phase anyway. A frame that waited behind another
+        (the agent is ahead: speech it sends in advance) says nothing of the
+        phase, and must not speed the audio up.
+        """
+        assert self._slot is not None
+        hold = 0.0 if self._held_since is None else self._slot - self._held_since
+        self._held_since, self._backlog = None, queued > 1
+        send = self._send(Kind.AUDIO)
+        if hold <= 2 * ADVANCE_MARGIN_S:
+            self._held_in_row, self._least_hold = 0, SLOT_S
+            return send
+        self._held_in_row += 1
+        self._least_hold = min(self._least_hold, hold)
+        if self._held_in_row >= ADVANCE_AFTER:
+            self._slot -= self._least_hold - ADVANCE_MARGIN_S
+            self._held_in_row, self._least_hold = 0, SLOT_S
+            self.grid_advances += 1
+        return send
+
+    def _send(self, kind: Kind) -> Send:
+        assert self._slot is not None
+        send = Send(kind, self._timestamp)
+        self._last_slot, self._last_timestamp = self._slot, self._timestamp
+        self._slot += SLOT_S
+        self._timestamp += TIMESTAMP_STEP
+        self._quiet = 0 if kind is Kind.AUDIO else self._quiet + 1
+        return send

@@ -1,0 +1,179 @@
+"""The outbound pacer, driven by a simulated clock: when packets go, which timestamps they carry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from talkwire.transceiver.opus import TIMESTAMP_STEP
+from talkwire.transceiver.pacing import (
+    ADVANCE_AFTER,
+    ADVANCE_MARGIN_S,
+    FADE_SLOTS,
+    KEEPALIVE_S,
+    SLOT_S,
+    Kind,
+    Pacer,
+    Send,
+)
+
+MS = 1e-3
+EPSILON = 1e-9  # slots are sums of floats
+
+
+@dataclass
+class Sent:
+    at: float
+    kind: Kind
+    timestamp: int
+    arrived: float | None  # the frame's arrival, for audio
+
+
+@dataclass
+class Line:
+    """A sender loop in simulated time: it wakes at the pacer's deadline or on a frame."""
+
+    pacer: Pacer = field(default_factory=Pacer)
+    sent: list[Sent] = field(default_factory=list)
+
+    def run(self, arrivals: list[float], until: float) -> list[Sent]:
+        pending, queue, now = sorted(arrivals), list[float](), 0.0
+        while now < until:
+            decision = self.pacer.decide(now, len(queue))
+            if isinstance(decision, Send):
+                arrived = queue.pop(0) if decision.kind is Kind.AUDIO else None
+                self.sent.append(Sent(now, decision.kind, decision.timestamp, arrived))
+                continue
+            wake = decision.until
+            if pending and pending[0] < wake:
+                wake = pending[0]
+            now = max(now, wake)
+            while pending and pending[0] <= now:
+                queue.append(pending.pop(0))
+        return self.sent
+
+    def audio(self) -> list[Sent]:
+        return [s for s in self.sent if s.kind is Kind.AUDIO]
+
+
+def waited(sent: Sent) -> float:
+    assert sent.arrived is not None
+    return sent.at - sent.arrived
+
+
+def stream(start: float, frames: int, every: float = SLOT_S) -> list[float]:
+    return [start + i * every for i in range(frames)]
+
+
+def test_a_steady_stream_goes_out_as_it_arrives_twenty_ms_of_timestamp_apart() -> None:
+    line = Line()
+    line.run(stream(0.0073, 50), until=1.2)
+    audio = line.audio()
+    assert len(audio) == 50
+    assert all(waited(s) < EPSILON for s in audio)  # no frame waits for a grid
+    assert [b.timestamp - a.timestamp for a, b in pairwise(audio)] == [TIMESTAMP_STEP] * 49
+    assert line.sent[0].kind is Kind.KEEPALIVE  # the call's first packet, at once
+
+
+def test_a_late_frame_keeps_its_slot_and_a_slot_nothing_reached_is_left_empty() -> None:
+    arrivals = stream(0.1, 5)
+    arrivals[2] += 7 * MS  # late, inside its slot: goes as it arrives
+    del arrivals[4]  # never comes
+    arrivals += [0.1 + 5 * SLOT_S + 1 * MS]  # the one after it does
+    line = Line()
+    line.run(arrivals, until=arrivals[-1] + MS)
+    audio = line.audio()
+    assert waited(audio[2]) < EPSILON
+    steps = [b.timestamp - a.timestamp for a, b in pairwise(audio)]
+    assert steps == [TIMESTAMP_STEP] * 3 + [2 * TIMESTAMP_STEP]  # the empty slot is skipped
+    assert waited(audio[-1]) < EPSILON  # and nothing after it waits
+    assert line.pacer.slots_left_empty == 1
+
+
+def test_after_the_audio_the_decoder_fades_then_only_keep_alives_follow_the_clock() -> None:
+    line = Line()
+    line.run(stream(0.05, 3), until=2.0)
+    after = line.sent[4:]  # keep-alive, three frames
+    fades = [s for s in after if s.kind is Kind.FADE]
+    keepalives = [s for s in after if s.kind is Kind.KEEPALIVE]
+    assert len(fades) == FADE_SLOTS and after[: len(fades)] == fades
+    assert len(keepalives) >= 3
+    gaps = [b.at - a.at for a, b in pairwise(keepalives)]
+    assert all(abs(g - KEEPALIVE_S) < EPSILON for g in gaps)
+    # Timestamps count the time that passed, so a gap is no jitter to the far end.
+    for a, b in pairwise(keepalives):
+        assert b.timestamp - a.timestamp == round((b.at - a.at) * 48000)
+
+
+def test_a_frame_on_an_idle_line_goes_at_once_and_starts_a_grid_at_its_phase() -> None:
+    first, second = stream(0.05, 2), stream(1.0537, 20)
+    line = Line()
+    line.run(first + second, until=1.5)
+    audio = line.audio()[2:]
+    assert all(waited(s) < EPSILON for s in audio)
+    before = [s for s in line.sent if s.at < audio[0].at][-1]
+    assert audio[0].timestamp - before.timestamp == round((audio[0].at - before.at) * 48000)
+
+
+def test_frames_that_keep_waiting_for_their_slot_move_the_grid_to_them() -> None:
+    # The first frame comes 6 ms late, so the grid it sets is 6 ms after the others.
+    arrivals = stream(0.05, 40)
+    arrivals[0] += 6 * MS
+    line = Line()
+    line.run(arrivals, until=1.0)
+    audio = line.audio()
+    waits = [waited(s) for s in audio]
+    assert min(waits[1:ADVANCE_AFTER]) > 5 * MS
+    assert max(waits[ADVANCE_AFTER + 1 :]) <= ADVANCE_MARGIN_S + EPSILON
+    assert line.pacer.grid_advances == 1
+    steps = {b.timestamp - a.timestamp for a, b in pairwise(audio)}
+    assert steps == {TIMESTAMP_STEP}  # moving earlier leaves the timestamps alone
+
+
+def test_speech_sent_ahead_plays_at_exactly_one_frame_per_slot() -> None:
+    # A reply the agent sends 2 s at a time: every frame waits behind others, which
+    # says nothing of the phase; the grid must not move, or the reply plays fast.
+    line = Line()
+    line.run([0.1] * 100 + [1.1] * 100, until=4.5)
+    audio = line.audio()
+    assert len(audio) == 200 and line.pacer.grid_advances == 0
+    assert all(abs(b.at - a.at - SLOT_S) < EPSILON for a, b in pairwise(audio))
+
+
+def test_without_dtx_silence_fills_every_slot_and_the_line_never_idles() -> None:
+    line = Line(Pacer(dtx=False))
+    line.run(stream(0.05, 2), until=1.0)
+    assert not any(s.kind is Kind.KEEPALIVE for s in line.sent[1:])
+    fades = [s for s in line.sent if s.kind is Kind.FADE]
+    assert len(fades) > 40 and not line.pacer.idle
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    gaps=st.lists(st.floats(min_value=0.0, max_value=0.5), min_size=1, max_size=60),
+    dtx=st.booleans(),
+)
+def test_timestamps_never_overlap_and_every_frame_goes_in_order(
+    gaps: list[float], dtx: bool
+) -> None:
+    arrivals, at = [], 0.0
+    for gap in gaps:
+        at += gap
+        arrivals.append(at)
+    line = Line(Pacer(dtx))
+    sent = line.run(arrivals, until=at + 1.0)
+    assert all(b.timestamp - a.timestamp >= TIMESTAMP_STEP for a, b in pairwise(sent))
+    audio = line.audio()
+    assert [s.arrived for s in audio] == sorted(arrivals)
+    assert all(waited(s) >= 0 for s in audio)
+
+
+def test_a_frame_just_after_a_keep_alive_goes_at_once_one_step_on() -> None:
+    line = Line()
+    line.run([3 * MS], until=5 * MS)
+    keepalive, frame = line.sent
+    assert keepalive.kind is Kind.KEEPALIVE and waited(frame) < EPSILON
+    assert frame.timestamp - keepalive.timestamp == TIMESTAMP_STEP  # never overlapping it
