@@ -468,7 +468,7 @@ async def test_a_clear_drops_queued_agent_audio_at_once_and_names_the_response(
         at = time.monotonic()
         await call.next_event("output_audio_buffer.stopped")
         # Stopped within a few frames of the clear, not after the 4.7 s still queued:
-        # what comes next (the fade-out, then a keep-alive every 0.4 s) is all quiet.
+        # what comes next (the fade-out, then a keep-alive every 0.1 s) is all quiet.
         for _ in range(100):
             if call.received and call.received[-1][0] > at + 0.6:
                 break

@@ -56,6 +56,18 @@ def test_opus_round_trip_keeps_the_tone_and_its_level_one_packet_per_frame() -> 
     assert rms(steady_out) == pytest.approx(rms(steady_in), rel=0.15)
 
 
+def test_the_codec_adds_under_4_ms_of_delay() -> None:
+    # CELT only: 2.5 ms of codec delay (and the half-band filter's few samples);
+    # Opus's "voip" mode adds SILK's lookahead, 6.8 ms in all here.
+    encoder, decoder = OpusEncoder(), OpusDecoder()
+    noise = np.random.default_rng(7).normal(0, 6000, 10 * FRAME_SAMPLES).astype(np.int16)
+    pcm = bytes(10 * FRAME_BYTES) + noise.tobytes()
+    frames = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
+    out = np.frombuffer(b"".join(decoder.decode(encoder.encode(f)) for f in frames), np.int16)
+    onset = int(np.argmax(np.abs(out) > 3000)) - 10 * FRAME_SAMPLES
+    assert 0 <= onset < 0.004 * RATE
+
+
 def test_a_broken_packet_decodes_to_nothing_and_the_decoder_carries_on() -> None:
     encoder, decoder = OpusEncoder(), OpusDecoder()
     assert decoder.decode(b"") == b""

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import fractions
+import time
 from collections.abc import Callable
 
 import av
@@ -107,8 +108,9 @@ class AgentAudioTrack(MediaStreamTrack):
         return len(self._frames) * FRAME_SECONDS
 
     @property
-    def slots_left_empty(self) -> int:
-        return self._pacer.slots_left_empty if self._pacer else 0
+    def frames_late(self) -> int:
+        """Frames sent after their slot: the agent's audio came late, or the loop was busy."""
+        return self._pacer.frames_late if self._pacer else 0
 
     async def recv(self) -> av.AudioFrame:
         """A 48 kHz stereo frame, for codecs aiortc encodes itself (not Opus: see rtp_audio)."""
@@ -123,16 +125,18 @@ class AgentAudioTrack(MediaStreamTrack):
             raise MediaStreamError
         if self._pacer is None:
             self._pacer = Pacer(dtx)
-        loop = asyncio.get_running_loop()
-        while not isinstance(decision := self._pacer.decide(loop.time(), len(self._frames)), Send):
+        # time.monotonic, not loop.time: uvloop's loop clock counts whole ms.
+        while not isinstance(
+            decision := self._pacer.decide(time.monotonic(), len(self._frames)), Send
+        ):
             if self._frames:
-                await asyncio.sleep(decision.until - loop.time())
+                await asyncio.sleep(decision.until - time.monotonic())
                 continue
             self._arrived.clear()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
             # cancellation aiortc uses to stop its sender, and close would hang.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(decision.until):
+                async with asyncio.timeout(decision.until - time.monotonic()):
                     await self._arrived.wait()
         pcm = None
         if decision.kind is Kind.AUDIO:

@@ -5,22 +5,22 @@ arrival strays from its RTP timestamp. A sender that moves its clock to meet
 the agent's audio but keeps counting timestamps 20 ms apart looks like jitter:
 NetEq then held 54 ms against a 40 ms target, where a fixed grid gave 36 / 20
 (``bench/call.py``, one run). A fixed grid alone makes a frame wait up to 20 ms
-for its slot. So the timestamp always follows the send clock, and the clock
-moves only in ways NetEq ignores:
+for its slot. So timestamps follow a grid, and the grid moves only in ways
+NetEq ignores:
 
 - While audio plays, packets go on a 20 ms grid whose phase the first frame
   set. A frame late for its slot goes out the moment it arrives, still with
-  its slot's timestamp: audio that keeps arriving a few ms after the grid
-  reaches NetEq with a constant offset, which is no jitter and costs no wait.
-  A slot no frame reached in time is left empty (the timestamp skips it, as
-  with Opus DTX) rather than filled late, which would delay every later frame.
+  its slot's timestamp, and the grid catches up: audio that keeps arriving a
+  few ms after the grid reaches NetEq with a constant offset, which is no
+  jitter and costs no wait.
 - Frames that keep waiting for their slot move the grid earlier, to just
   before them (see ``_send_audio``).
-- After the audio, two slots wait for a late frame, a few carry encoded
-  silence so the far decoder fades out; then the line is idle: no packets but
-  a keep-alive every 400 ms, and no grid. The next frame goes out the moment
-  it arrives and starts a new grid, its timestamp counting the time since the
-  last packet.
+- When no frame has come 40 ms after one was due, the audio has ended (or
+  paused): a few packets of encoded silence on a new grid let the far
+  decoder fade out, their timestamps counting the gap; then the line is
+  idle: no packets but a keep-alive every 100 ms, and no grid. The next frame
+  goes out the moment it arrives and starts a new grid, its timestamp
+  counting the time since the last packet.
 
 Without DTX (codecs aiortc encodes itself, which want a frame every 20 ms) the
 fade never ends: silence fills every slot and the grid is kept.
@@ -36,12 +36,17 @@ from talkwire.protocol.audio import FRAME_MS
 from talkwire.transceiver.opus import OPUS_CLOCK, TIMESTAMP_STEP
 
 SLOT_S: Final = FRAME_MS / 1000
-# After audio, this many slots each wait to their end for a late frame (an
-# underrun, not the end of the audio) and are left empty if none comes.
-LATE_SLOTS: Final = 2
+# A playing line waits this long past a frame's due time before it takes the audio
+# as ended: a frame that comes later starts a new grid, one that comes sooner is late.
+LATE_S: Final = 0.04
 FADE_SLOTS: Final = 5
-# What libwebrtc sends during Opus DTX: one packet per 400 ms keeps the stream alive.
-KEEPALIVE_S: Final = 0.4
+# A frame due this soon goes now: event-loop timers are no finer (uvloop counts
+# whole ms), and a shorter sleep only spins the loop until the clock ticks over.
+EARLY_S: Final = 0.001
+# An idle line's one packet per 100 ms (Opus DTX sends one per 400 ms) is also what
+# tells a restarted relay where the client is (its flow is learned from return
+# traffic), so a client speaking to an idle line is heard again within 100 ms.
+KEEPALIVE_S: Final = 0.1
 # Frames that all waited for their slot this many times in a row move the grid
 # earlier, to just before the earliest of them (a margin for timer lateness).
 ADVANCE_AFTER: Final = 10
@@ -75,20 +80,21 @@ class OutFrame:
 
 
 class Pacer:
-    """Decides, for the time ``now`` and whether a frame is queued, to send or wait."""
+    """Decides, for the time ``now`` and the frames queued, to send or to wait."""
 
     def __init__(self, dtx: bool = True) -> None:
         self._dtx = dtx
         self._slot: float | None = None  # the next slot's start; None while idle
         self._timestamp = 0  # the next slot's timestamp
-        self._quiet = 0  # slots since the last audio
+        self._fades: int | None = 0  # fade packets sent since the audio; None while playing
+        self._last_audio_at = 0.0
         self._last_slot: float | None = None  # the start of the last packet's slot
         self._last_timestamp = -TIMESTAMP_STEP
         self._held_since: float | None = None  # when the next slot's frame began to wait
         self._backlog = False  # the next frame was queued before the last one went
         self._held_in_row = 0
         self._least_hold = SLOT_S
-        self.slots_left_empty = 0
+        self.frames_late = 0
         self.grid_advances = 0
 
     @property
@@ -100,23 +106,29 @@ class Pacer:
         if self._slot is None:
             return self._idle(now, queued)
         if queued:
-            if now < self._slot:
+            if now < self._slot - EARLY_S:
                 if self._held_since is None and not self._backlog:
                     self._held_since = now
                 return Wait(self._slot)
-            self._pass_missed_slots(now)
-            return self._send_audio(queued)
+            # On time or late (a slow agent, a busy loop), a frame keeps its slot's
+            # timestamp and the grid catches up: skipping the slot instead would make
+            # every later frame wait one.
+            return self._send_audio(now, queued)
         self._held_since, self._backlog = None, False
-        if self._quiet < LATE_SLOTS and now < self._slot + SLOT_S:
-            return Wait(self._slot + SLOT_S)  # playing: the frame may still come, late
-        self._pass_missed_slots(now)
-        if self._quiet < LATE_SLOTS:
-            return self.decide(now, queued)
-        if self._dtx and self._quiet >= LATE_SLOTS + FADE_SLOTS:
+        if self._fades is None:
+            due = max(self._slot, self._last_audio_at + SLOT_S) + LATE_S
+            if now < due:
+                return Wait(due)  # the frame may still come, late
+            # None came: the audio ended or paused. Silence follows on a grid from now,
+            # its timestamp counting the gap, so that no packet looks late to NetEq.
+            self._fades = 0
+            self._timestamp, self._slot = self._timestamp_at(now), now
+        if self._dtx and self._fades >= FADE_SLOTS:
             self._slot = None
             return self._idle(now, queued)
         if now < self._slot:
             return Wait(self._slot)
+        self._fades += 1
         return self._send(Kind.FADE)
 
     def _idle(self, now: float, queued: int) -> Send | Wait:
@@ -126,10 +138,9 @@ class Pacer:
             start = max(now, self._last_slot + KEEPALIVE_S)
         if now < start:
             return Wait(start)
-        self._timestamp = self._timestamp_at(start)
-        self._slot = start
+        self._timestamp, self._slot = self._timestamp_at(start), start
         if queued:
-            return self._send_audio(queued)
+            return self._send_audio(now, queued)
         send = self._send(Kind.KEEPALIVE)
         self._slot = None
         return send
@@ -142,15 +153,7 @@ class Pacer:
         elapsed = round((start - self._last_slot) * OPUS_CLOCK)
         return self._last_timestamp + max(TIMESTAMP_STEP, elapsed)
 
-    def _pass_missed_slots(self, now: float) -> None:
-        assert self._slot is not None
-        while now >= self._slot + SLOT_S:
-            self._slot += SLOT_S
-            self._timestamp += TIMESTAMP_STEP
-            self._quiet += 1
-            self.slots_left_empty += 1
-
-    def _send_audio(self, queued: int) -> Send:
+    def _send_audio(self, now: float, queued: int) -> Send:
         """Sends the frame; frames that keep waiting for their slot move the grid earlier.
 
         An earlier grid with the timestamps unchanged reaches NetEq as packets a
@@ -162,7 +165,10 @@ class Pacer:
         """
         assert self._slot is not None
         hold = 0.0 if self._held_since is None else self._slot - self._held_since
+        if now > self._slot + 2 * ADVANCE_MARGIN_S:
+            self.frames_late += 1
         self._held_since, self._backlog = None, queued > 1
+        self._fades, self._last_audio_at = None, now
         send = self._send(Kind.AUDIO)
         if hold <= 2 * ADVANCE_MARGIN_S:
             self._held_in_row, self._least_hold = 0, SLOT_S
@@ -181,5 +187,4 @@ class Pacer:
         self._last_slot, self._last_timestamp = self._slot, self._timestamp
         self._slot += SLOT_S
         self._timestamp += TIMESTAMP_STEP
-        self._quiet = 0 if kind is Kind.AUDIO else self._quiet + 1
         return send

@@ -153,7 +153,7 @@ class Call:
             "playout_queued_ms": round(self._track.queued_seconds * 1000, 1),
             "frames_played": self._track.frames_played,
             "frames_skipped": self._track.frames_skipped,
-            "slots_left_empty": self._track.slots_left_empty,
+            "frames_late": self._track.frames_late,
             "frames_to_agent": self._agent.frames_sent,
             "frames_from_agent": self._agent.frames_received,
             "packets_decoded": inbound.decoded_packets if inbound else 0,
