@@ -7,8 +7,9 @@ that enters the host's network namespace, opens real WebRTC calls through
 signaling and the relay, and answers the test's questions about them over a
 pipe. Times are ``time.monotonic()``, one clock for every process here.
 
-The calls talk only when probed (``PcmSource(send_silence=False)``): the
-server's audio still arrives every 20 ms, and its gaps are what is measured.
+The calls talk only when probed (``PcmSource(send_silence=False)``). The
+server's audio arrives every 20 ms while a call talks and every 100 ms (its
+keep-alive) while it is quiet, so only gaps in a talking call say anything.
 """
 
 from __future__ import annotations

@@ -12,12 +12,15 @@ from talkwire.transceiver.opus import TIMESTAMP_STEP
 from talkwire.transceiver.pacing import (
     ADVANCE_AFTER,
     ADVANCE_MARGIN_S,
+    EARLY_S,
     FADE_SLOTS,
     KEEPALIVE_S,
+    LATE_S,
     SLOT_S,
     Kind,
     Pacer,
     Send,
+    Wait,
 )
 
 MS = 1e-3
@@ -37,6 +40,7 @@ class Line:
     """A sender loop in simulated time: it wakes at the pacer's deadline or on a frame."""
 
     pacer: Pacer = field(default_factory=Pacer)
+    early: float = 0.0  # wake this much before a deadline, as uvloop's ms timers do
     sent: list[Sent] = field(default_factory=list)
 
     def run(self, arrivals: list[float], until: float) -> list[Sent]:
@@ -47,7 +51,8 @@ class Line:
                 arrived = queue.pop(0) if decision.kind is Kind.AUDIO else None
                 self.sent.append(Sent(now, decision.kind, decision.timestamp, arrived))
                 continue
-            wake = decision.until
+            assert decision.until - now > EARLY_S - EPSILON  # else the loop would spin
+            wake = decision.until - self.early
             if pending and pending[0] < wake:
                 wake = pending[0]
             now = max(now, wake)
@@ -85,7 +90,8 @@ def test_a_steady_stream_goes_out_as_it_arrives_twenty_ms_of_timestamp_apart() -
 def test_a_late_or_missing_frame_keeps_the_timestamps_and_delays_no_later_frame() -> None:
     arrivals = stream(0.1, 12)
     arrivals[2] += 7 * MS  # late, inside its slot
-    arrivals[5] += 27 * MS  # late past its slot (a busy loop): the grid catches up
+    arrivals[5] = arrivals[6] - MS / 2  # late by most of a slot, then two at once
+
     del arrivals[8]  # lost on the way: the next frame takes its slot, late
     line = Line()
     line.run(arrivals, until=arrivals[-1] + MS)
@@ -146,10 +152,38 @@ def test_speech_sent_ahead_plays_at_exactly_one_frame_per_slot() -> None:
 
 def test_without_dtx_silence_fills_every_slot_and_the_line_never_idles() -> None:
     line = Line(Pacer(dtx=False))
-    line.run(stream(0.05, 2), until=1.0)
-    assert not any(s.kind is Kind.KEEPALIVE for s in line.sent[1:])
-    fades = [s for s in line.sent if s.kind is Kind.FADE]
-    assert len(fades) > 40 and not line.pacer.idle
+    line.run(stream(0.5, 2) + stream(0.73, 2), until=1.0)
+    assert not any(s.kind is Kind.KEEPALIVE for s in line.sent)
+    assert all(abs(b.at - a.at - SLOT_S) < EPSILON for a, b in pairwise(line.sent))
+    assert set(steps(line.sent)) == {TIMESTAMP_STEP}  # aiortc counts 20 ms a packet anyway
+    assert len(line.audio()) == 4 and not line.pacer.idle
+
+
+def test_a_clear_fades_out_at_once_instead_of_waiting_for_a_late_frame() -> None:
+    line = Line()
+    line.run(stream(0.05, 3), until=0.1)
+    assert isinstance(line.pacer.decide(0.1, 0), Wait)  # playing: a frame may come late
+    line.pacer.end()
+    assert line.pacer.decide(0.1, 0) == Send(Kind.FADE, line.sent[-1].timestamp + TIMESTAMP_STEP)
+
+
+def test_a_slow_source_gets_a_new_grid_so_a_later_burst_still_plays_in_real_time() -> None:
+    slow = stream(0.05, 100, every=0.022)  # 10 % slow, then 1 s of audio at once
+    at = slow[-1] + 0.022
+    line = Line()
+    line.run(slow + [at] * 50, until=4.0)
+    burst = [s for s in line.audio() if s.arrived == at]
+    assert len(burst) == 50
+    # It catches up on at most LATE_S of lag, then plays one frame per slot.
+    assert burst[-1].at - burst[0].at >= (len(burst) - 1) * SLOT_S - LATE_S - EPSILON
+
+
+def test_a_timer_that_fires_early_neither_spins_nor_changes_a_timestamp() -> None:
+    exact, early = Line(), Line(early=0.3 * MS)
+    arrivals = stream(0.05, 20) + stream(0.61, 5, every=0.02)
+    exact.run(arrivals, until=1.5)
+    early.run(arrivals, until=1.5)
+    assert [s.timestamp for s in early.sent] == [s.timestamp for s in exact.sent]
 
 
 @settings(max_examples=200, deadline=None)
@@ -164,7 +198,7 @@ def test_timestamps_never_overlap_and_every_frame_goes_in_order(
     for gap in gaps:
         at += gap
         arrivals.append(at)
-    line = Line(Pacer(dtx))
+    line = Line(Pacer(dtx), early=0.3 * MS)
     sent = line.run(arrivals, until=at + 1.0)
     assert all(b.timestamp - a.timestamp >= TIMESTAMP_STEP for a, b in pairwise(sent))
     audio = line.audio()

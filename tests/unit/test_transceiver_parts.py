@@ -16,6 +16,7 @@ from talkwire.protocol.audio import FRAME_BYTES, FRAME_SAMPLES, RATE
 from talkwire.transceiver.audio import OUT_FRAME_SAMPLES, AgentAudioTrack
 from talkwire.transceiver.demux import Delivery, Demux, Drop
 from talkwire.transceiver.opus import TIMESTAMP_STEP
+from talkwire.transceiver.pacing import KEEPALIVE_S
 from talkwire.transceiver.resample import Downsampler, Upsampler
 from talkwire.transceiver.rtp_audio import PassThroughBuffer
 from talkwire.transceiver.sdp import candidate_addresses, strip_candidates
@@ -277,6 +278,7 @@ async def test_the_opus_path_keeps_alive_while_idle_and_sends_a_frame_the_moment
     track.push(loud())
     frame = await waiting
     assert frame.pcm == loud() and not frame.canned and frame.timestamp >= TIMESTAMP_STEP
+    assert frame.timestamp < KEEPALIVE_S * 48000  # woken by the push, not the keep-alive
     track.stop()
 
 

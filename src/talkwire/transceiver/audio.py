@@ -98,10 +98,12 @@ class AgentAudioTrack(MediaStreamTrack):
             self._arrived.set()
 
     def clear(self) -> None:
-        """Barge-in: drop everything queued, at once."""
+        """Barge-in: drop everything queued, at once, and fade out."""
         self._frames.clear()
         self._chunker.clear()
-        self._arrived.clear()
+        if self._pacer is not None:
+            self._pacer.end()
+        self._arrived.set()  # the waiting sender decides again
 
     @property
     def queued_seconds(self) -> float:
@@ -109,7 +111,8 @@ class AgentAudioTrack(MediaStreamTrack):
 
     @property
     def frames_late(self) -> int:
-        """Frames sent after their slot: the agent's audio came late, or the loop was busy."""
+        """Frames sent after their slot (the agent's audio came late, the loop was busy,
+        or the grid is still catching up after either)."""
         return self._pacer.frames_late if self._pacer else 0
 
     async def recv(self) -> av.AudioFrame:
@@ -138,6 +141,8 @@ class AgentAudioTrack(MediaStreamTrack):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(decision.until - time.monotonic()):
                     await self._arrived.wait()
+        if self.readyState != "live":
+            raise MediaStreamError  # stopped while it waited
         pcm = None
         if decision.kind is Kind.AUDIO:
             self._shed_backlog()

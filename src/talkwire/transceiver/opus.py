@@ -29,9 +29,11 @@ TIMESTAMP_STEP: Final = FRAME_SAMPLES * OPUS_CLOCK // RATE
 # Voice at 24 kHz mono: 32 kb/s is transparent for speech (aiortc sends 96 kb/s stereo).
 BITRATE: Final = 32000
 # CELT only ("restricted low delay"): no SILK lookahead, so decoded audio comes
-# 4 ms sooner (2.5 ms of codec delay instead of 6.5), and encoding costs 0.6x of
-# "voip"; complexity 5 of 10 makes it 0.49x, for 0.4 dB of segmental SNR on
-# espeak speech (measured on this host; tests/unit/test_rtp_audio.py keeps it).
+# 4 ms sooner (2.5 ms of codec delay instead of 6.5; test_rtp_audio.py holds
+# it), and encoding costs 0.6x of "voip"; complexity 5 of 10 makes it 0.49x,
+# for 0.4 dB of segmental SNR on espeak speech (measured on this host). Below 5
+# CELT drops its pitch pre-filter. The cost: no SILK in-band FEC, and CELT
+# conceals a lost packet of voiced speech less well.
 COMPLEXITY: Final = 5
 # A 20 ms CELT frame that decodes to silence: what SFUs send while nobody speaks.
 SILENCE_PACKET: Final = b"\xf8\xff\xfe"

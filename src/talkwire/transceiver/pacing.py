@@ -22,8 +22,13 @@ NetEq ignores:
   goes out the moment it arrives and starts a new grid, its timestamp
   counting the time since the last packet.
 
-Without DTX (codecs aiortc encodes itself, which want a frame every 20 ms) the
-fade never ends: silence fills every slot and the grid is kept.
+Without DTX (codecs aiortc encodes itself: their timestamps count 20 ms per
+packet) there is a packet in every slot from the first: silence when no frame
+is queued, no waiting for a late one, no new grid.
+
+A source that runs slightly fast (frames every 19.9 ms) is followed by the
+grid advances, so packets then go a little faster than their timestamps; much
+faster, and its frames queue and are shed as backlog.
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ SLOT_S: Final = FRAME_MS / 1000
 # as ended: a frame that comes later starts a new grid, one that comes sooner is late.
 LATE_S: Final = 0.04
 FADE_SLOTS: Final = 5
-# A frame due this soon goes now: event-loop timers are no finer (uvloop counts
-# whole ms), and a shorter sleep only spins the loop until the clock ticks over.
+# Whatever is due this soon goes now: event-loop timers are no finer (uvloop
+# counts whole ms), and a shorter sleep only spins the loop until the clock
+# ticks over. Timestamps come from slots, so going early changes none.
 EARLY_S: Final = 0.001
 # An idle line's one packet per 100 ms (Opus DTX sends one per 400 ms) is also what
 # tells a restarted relay where the client is (its flow is learned from return
@@ -87,6 +93,7 @@ class Pacer:
         self._slot: float | None = None  # the next slot's start; None while idle
         self._timestamp = 0  # the next slot's timestamp
         self._fades: int | None = 0  # fade packets sent since the audio; None while playing
+        self._ended = False  # cleared: the audio is over, whatever may still come late
         self._last_audio_at = 0.0
         self._last_slot: float | None = None  # the start of the last packet's slot
         self._last_timestamp = -TIMESTAMP_STEP
@@ -101,8 +108,15 @@ class Pacer:
     def idle(self) -> bool:
         return self._slot is None
 
+    def end(self) -> None:
+        """The agent's audio was cleared (barge-in): fade out now, not after LATE_S."""
+        if self._fades is None:
+            self._ended = True
+
     def decide(self, now: float, queued: int) -> Send | Wait:
         """``queued``: the frames waiting to go, the next one first."""
+        if not self._dtx:
+            return self._steady(now, queued)
         if self._slot is None:
             return self._idle(now, queued)
         if queued:
@@ -110,6 +124,10 @@ class Pacer:
                 if self._held_since is None and not self._backlog:
                     self._held_since = now
                 return Wait(self._slot)
+            if queued == 1 and now > self._slot + LATE_S:
+                # A source that keeps coming this late is slow, not jittery: a new
+                # grid at its phase, or the lag would grow and later leave as a burst.
+                self._timestamp, self._slot = self._timestamp_at(now), now
             # On time or late (a slow agent, a busy loop), a frame keeps its slot's
             # timestamp and the grid catches up: skipping the slot instead would make
             # every later frame wait one.
@@ -117,18 +135,30 @@ class Pacer:
         self._held_since, self._backlog = None, False
         if self._fades is None:
             due = max(self._slot, self._last_audio_at + SLOT_S) + LATE_S
-            if now < due:
+            if now < due - EARLY_S and not self._ended:
                 return Wait(due)  # the frame may still come, late
             # None came: the audio ended or paused. Silence follows on a grid from now,
             # its timestamp counting the gap, so that no packet looks late to NetEq.
-            self._fades = 0
-            self._timestamp, self._slot = self._timestamp_at(now), now
-        if self._dtx and self._fades >= FADE_SLOTS:
+            start = now if self._ended else max(now, due)  # a timer may fire a little early
+            self._fades, self._ended = 0, False
+            self._timestamp, self._slot = self._timestamp_at(start), start
+        if self._fades >= FADE_SLOTS:
             self._slot = None
             return self._idle(now, queued)
-        if now < self._slot:
+        if now < self._slot - EARLY_S:
             return Wait(self._slot)
         self._fades += 1
+        return self._send(Kind.FADE)
+
+    def _steady(self, now: float, queued: int) -> Send | Wait:
+        """Without DTX: a packet in every slot from the first, silence when none is queued
+        (aiortc's own encoders count 20 ms per packet, whatever the clock says)."""
+        if self._slot is None:
+            self._slot = now
+        if now < self._slot - EARLY_S:
+            return Wait(self._slot)
+        if queued:
+            return self._send_audio(now, queued)
         return self._send(Kind.FADE)
 
     def _idle(self, now: float, queued: int) -> Send | Wait:
@@ -136,9 +166,10 @@ class Pacer:
             start = now
         else:
             start = max(now, self._last_slot + KEEPALIVE_S)
-        if now < start:
+        if now < start - EARLY_S:
             return Wait(start)
         self._timestamp, self._slot = self._timestamp_at(start), start
+        self._ended = False
         if queued:
             return self._send_audio(now, queued)
         send = self._send(Kind.KEEPALIVE)
