@@ -127,7 +127,7 @@ class Pacer:
             if queued == 1 and now > self._slot + LATE_S:
                 # A source that keeps coming this late is slow, not jittery: a new
                 # grid at its phase, or the lag would grow and later leave as a burst.
-                self._timestamp, self._slot = self._timestamp_at(now), now
+                self._start_grid(now)
             # On time or late (a slow agent, a busy loop), a frame keeps its slot's
             # timestamp and the grid catches up: skipping the slot instead would make
             # every later frame wait one.
@@ -141,7 +141,7 @@ class Pacer:
             # its timestamp counting the gap, so that no packet looks late to NetEq.
             start = now if self._ended else max(now, due)  # a timer may fire a little early
             self._fades, self._ended = 0, False
-            self._timestamp, self._slot = self._timestamp_at(start), start
+            self._start_grid(start)
         if self._fades >= FADE_SLOTS:
             self._slot = None
             return self._idle(now, queued)
@@ -168,7 +168,7 @@ class Pacer:
             start = max(now, self._last_slot + KEEPALIVE_S)
         if now < start - EARLY_S:
             return Wait(start)
-        self._timestamp, self._slot = self._timestamp_at(start), start
+        self._start_grid(start)
         self._ended = False
         if queued:
             return self._send_audio(now, queued)
@@ -176,13 +176,17 @@ class Pacer:
         self._slot = None
         return send
 
-    def _timestamp_at(self, start: float) -> int:
+    def _start_grid(self, start: float) -> None:
+        """A grid whose first slot begins at ``start``, its timestamp counting the time
+        since the last packet's slot."""
+        self._slot = start
         if self._last_slot is None:
-            return 0
+            self._timestamp = 0
+            return
         # A frame that comes within the last packet's slot goes now, one step on: an early
         # packet once, then a grid at the agent's phase, beats a wait of up to 20 ms.
         elapsed = round((start - self._last_slot) * OPUS_CLOCK)
-        return self._last_timestamp + max(TIMESTAMP_STEP, elapsed)
+        self._timestamp = self._last_timestamp + max(TIMESTAMP_STEP, elapsed)
 
     def _send_audio(self, now: float, queued: int) -> Send:
         """Sends the frame; frames that keep waiting for their slot move the grid earlier.
